@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Entry point: the SageMaker pipeline on AWS, and the same steps on a laptop.
+
+    python run_pipeline.py local  ...   # whole batch half locally (then a streaming replay)
+    python run_pipeline.py replay ...   # streaming path locally on an events file
+    python run_pipeline.py definition | upsert | start | status | approve   # AWS
+
+Each subcommand lives in its own module, which registers its arguments here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline import aws_cli, local_runner
+from streaming import replay
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local_runner.add_commands(commands)
+    replay.add_commands(commands)
+    aws_cli.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
