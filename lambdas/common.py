@@ -1,0 +1,356 @@
+"""Shared plumbing of the two stream Lambdas: Kinesis decoding, validation, retries, logs, metrics.
+
+Both handlers (ingest_aggregates, score_transaction) are thin: they decode a Kinesis batch with
+`decode_batch`, send malformed records to the failure destination with `send_failures` (never
+retried: a bad record stays bad), call AWS through `with_retries` (exponential backoff with full
+jitter on throttling only) and report the records to retry as `batchItemFailures`.
+The same code runs on AWS (boto3 clients) and locally (local clients with the same shapes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from features import spec
+
+T = TypeVar("T")
+
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "SlowDown",
+        "InternalFailure",
+        "InternalServerError",
+    }
+)
+"""Error codes worth retrying in place: the request was fine, the service was busy."""
+
+DEFAULT_METRICS_NAMESPACE = "FraudDetection/Streaming"
+
+
+# --- Errors and retries ----------------------------------------------------------------------
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_throttling(exc: BaseException) -> bool:
+    return error_code(exc) in THROTTLING_CODES
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: sleep U(0, min(cap, base * 2**attempt))."""
+
+    max_attempts: int = 6
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        return rng() * min(self.max_delay, self.base_delay * (2**attempt))
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """Run `call`, retrying only throttling errors; the last error propagates after max attempts."""
+    policy = policy or RetryPolicy()
+    for attempt in range(policy.max_attempts):
+        try:
+            return call()
+        except ClientError as exc:
+            if not is_throttling(exc) or attempt == policy.max_attempts - 1:
+                raise
+            if on_retry:
+                on_retry(attempt, exc)
+            sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Structured logs and EMF metrics ----------------------------------------------------------
+def log(level: str, message: str, **fields: Any) -> None:
+    """One JSON object per line on stdout (CloudWatch Logs Insights parses the fields)."""
+    print(
+        json.dumps({"level": level, "message": message, **fields}, default=str), file=sys.stdout, flush=True
+    )
+
+
+def emf(
+    namespace: str,
+    metrics: Mapping[str, tuple[float, str]],
+    dimensions: Mapping[str, str],
+    properties: Mapping[str, Any] | None = None,
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """A CloudWatch embedded-metric-format document (metrics as name -> (value, unit))."""
+    doc: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(timestamp_ms if timestamp_ms is not None else time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions)],
+                    "Metrics": [{"Name": n, "Unit": u} for n, (_, u) in metrics.items()],
+                }
+            ],
+        },
+        **dimensions,
+        **{n: v for n, (v, _) in metrics.items()},
+        **(properties or {}),
+    }
+    return doc
+
+
+def put_metrics(
+    namespace: str, metrics: Mapping[str, tuple[float, str]], **dimensions: str
+) -> dict[str, Any]:
+    """Print an EMF document (Lambda ships stdout to CloudWatch, which extracts the metrics)."""
+    doc = emf(namespace, metrics, dimensions)
+    print(json.dumps(doc), file=sys.stdout, flush=True)
+    return doc
+
+
+# --- Kinesis decoding and validation ----------------------------------------------------------
+class MalformedRecord(ValueError):
+    """A record that can never be processed; goes to the failure destination, never retried."""
+
+
+@dataclass
+class KinesisItem:
+    """One record of a Kinesis-triggered batch: its identity, raw bytes and parsed payload."""
+
+    sequence_number: str
+    partition_key: str
+    raw: bytes
+    event: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
+    """Check a transaction event (and, when `enriched`, the Flink aggregates); raise MalformedRecord.
+
+    Returns a normalised copy: `cc_num` int, `amount`/`trans_ts` float, optional fields kept."""
+    if not isinstance(obj, dict):
+        raise MalformedRecord(f"event is not a JSON object but {type(obj).__name__}")
+    missing = [f for f in spec.EVENT_FIELDS if obj.get(f) is None]
+    if missing:
+        raise MalformedRecord(f"missing field(s): {', '.join(missing)}")
+    out = dict(obj)
+    tid = obj["tid"]
+    if not isinstance(tid, str) or not tid:
+        raise MalformedRecord(f"tid must be a non-empty string, got {tid!r}")
+    cc = obj[spec.CARD_ID]
+    if isinstance(cc, float) and cc.is_integer():
+        cc = int(cc)
+    if not _is_int(cc) or cc < 0:
+        raise MalformedRecord(f"{spec.CARD_ID} must be a non-negative integer, got {cc!r}")
+    out[spec.CARD_ID] = cc
+    for name in (spec.AMOUNT, spec.EVENT_TIME):
+        v = obj[name]
+        if not _is_number(v):
+            raise MalformedRecord(f"{name} must be a number, got {v!r}")
+        if not math.isfinite(v):
+            raise MalformedRecord(f"{name} must be finite, got {v!r}")
+        out[name] = float(v)
+    if out[spec.AMOUNT] < 0:
+        raise MalformedRecord(f"{spec.AMOUNT} must be >= 0, got {out[spec.AMOUNT]!r}")
+    if out[spec.EVENT_TIME] < 0:
+        raise MalformedRecord(f"{spec.EVENT_TIME} must be >= 0, got {out[spec.EVENT_TIME]!r}")
+    label = obj.get(spec.LABEL)
+    if label is not None and label not in (0, 1):
+        raise MalformedRecord(f"{spec.LABEL} must be 0 or 1 when present, got {label!r}")
+    if enriched:
+        w = spec.SHORT_WINDOW
+        n, avg, late = obj.get(w.count_name), obj.get(w.avg_name), obj.get("late")
+        if not _is_int(n) or n < 1:
+            raise MalformedRecord(f"{w.count_name} must be an integer >= 1, got {n!r}")
+        if not _is_number(avg) or not math.isfinite(avg) or avg < 0:
+            raise MalformedRecord(f"{w.avg_name} must be a finite number >= 0, got {avg!r}")
+        if not isinstance(late, bool):
+            raise MalformedRecord(f"late must be a boolean, got {late!r}")
+        out[w.avg_name] = float(avg)
+    return out
+
+
+def parse_event(raw: bytes | str, *, enriched: bool = False) -> dict[str, Any]:
+    """Decode UTF-8 JSON (strict: NaN/Infinity literals are rejected) and validate it."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise MalformedRecord(f"not UTF-8: {exc}") from None
+
+    def _no_constants(name: str) -> Any:
+        raise MalformedRecord(f"non-finite JSON literal {name}")
+
+    try:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise MalformedRecord(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return validate_event(obj, enriched=enriched)
+
+
+def decode_batch(event: Mapping[str, Any], *, enriched: bool = True) -> list[KinesisItem]:
+    """Every record of a Kinesis event, parsed or with the reason it is malformed (order kept)."""
+    items: list[KinesisItem] = []
+    for i, rec in enumerate(event.get("Records") or []):
+        kin = rec.get("kinesis") or {}
+        seq = str(kin.get("sequenceNumber") or rec.get("eventID") or f"index-{i}")
+        item = KinesisItem(sequence_number=seq, partition_key=str(kin.get("partitionKey", "")), raw=b"")
+        try:
+            item.raw = base64.b64decode(kin.get("data", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            item.reason = f"data is not base64: {exc}"
+            items.append(item)
+            continue
+        try:
+            item.event = parse_event(item.raw, enriched=enriched)
+        except MalformedRecord as exc:
+            item.reason = str(exc)
+        items.append(item)
+    return items
+
+
+# --- Failure destination ----------------------------------------------------------------------
+def failure_message(item: KinesisItem, source: str, stage: str) -> dict[str, Any]:
+    """What the failure destination receives: enough to inspect and replay the record."""
+    try:
+        payload: Any = item.raw.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(item.raw).decode("ascii"), "base64"
+    return {
+        "reason": item.reason,
+        "stage": stage,
+        "source": source,
+        "sequenceNumber": item.sequence_number,
+        "partitionKey": item.partition_key,
+        "data": payload,
+        "dataEncoding": encoding,
+    }
+
+
+def send_failures(
+    sqs: Any,
+    queue_url: str | None,
+    items: Sequence[KinesisItem],
+    *,
+    source: str,
+    stage: str,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[KinesisItem]:
+    """Send malformed records to the failure queue; return the ones that could NOT be sent.
+
+    Unsent records are reported as batch item failures by the caller, so nothing is lost.
+    Without a queue (misconfiguration) every record is unsent."""
+    if not items:
+        return []
+    if not queue_url or sqs is None:
+        log("ERROR", "no failure destination configured", count=len(items))
+        return list(items)
+    unsent: list[KinesisItem] = []
+    for start in range(0, len(items), 10):  # SendMessageBatch takes at most 10 entries
+        chunk = {str(i): it for i, it in enumerate(items[start : start + 10])}
+        pending = dict(chunk)
+        for attempt in range((policy or RetryPolicy()).max_attempts):
+            entries = [
+                {"Id": k, "MessageBody": json.dumps(failure_message(it, source, stage))}
+                for k, it in pending.items()
+            ]
+            try:
+                resp = with_retries(
+                    lambda entries=entries: sqs.send_message_batch(QueueUrl=queue_url, Entries=entries),
+                    policy=policy,
+                    sleep=sleep,
+                )
+            except ClientError as exc:
+                log("ERROR", "failure destination unavailable", error=str(exc), count=len(pending))
+                break
+            failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}
+            hard = {f["Id"] for f in resp.get("Failed", []) if f.get("SenderFault")}
+            for k in hard:
+                log(
+                    "ERROR", "failure destination rejected message", id=k, sequence=pending[k].sequence_number
+                )
+            pending = {k: v for k, v in pending.items() if k in failed or k in hard}
+            if not failed:
+                break
+            sleep((policy or RetryPolicy()).delay(attempt))
+        unsent.extend(pending.values())
+    return unsent
+
+
+def batch_item_failures(sequence_numbers: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """Lambda's partial-batch response (ReportBatchItemFailures on the event source mapping)."""
+    seen: dict[str, None] = dict.fromkeys(sequence_numbers)
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in seen]}
+
+
+def kinesis_event(
+    payloads: Sequence[bytes | str | dict],
+    *,
+    start_sequence: int = 1,
+    stream: str = "card-features",
+    partition_keys: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Build a Kinesis-shaped Lambda event (replay and tests drive the handlers with it)."""
+    records = []
+    for i, p in enumerate(payloads):
+        data = json.dumps(p).encode() if isinstance(p, dict) else (p.encode() if isinstance(p, str) else p)
+        pk = (
+            partition_keys[i]
+            if partition_keys
+            else (str(p.get(spec.CARD_ID)) if isinstance(p, dict) else "0")
+        )
+        seq = f"{start_sequence + i:056d}"
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": pk,
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(data).decode("ascii"),
+                    "approximateArrivalTimestamp": time.time(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}",
+                "awsRegion": "us-east-1",
+            }
+        )
+    return {"Records": records}

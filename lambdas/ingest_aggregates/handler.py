@@ -1,0 +1,144 @@
+"""Write the 10-minute aggregates of enriched transactions to the `cc-agg-fg` online store.
+
+PutRecord per event with event time = the transaction's `trans_ts` (never the wall clock), so the
+store's event-time guard makes redelivery and reordering harmless. Late events (flagged by Flink,
+whose aggregates are partial by construction) are not written: they are counted instead, so a
+partial aggregate can never become a card's current record. Malformed records go to the failure
+queue with the reason; throttled/failed writes are reported as `batchItemFailures`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from features import spec
+from lambdas import common
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything read from the environment, in one place."""
+
+    feature_group: str = spec.STREAMING_FEATURE_GROUP.name
+    failure_queue_url: str | None = None
+    metrics_namespace: str = common.DEFAULT_METRICS_NAMESPACE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        return cls(
+            feature_group=env.get("FEATURE_GROUP_NAME", spec.STREAMING_FEATURE_GROUP.name),
+            failure_queue_url=env.get("FAILURE_QUEUE_URL") or None,
+            metrics_namespace=env.get("METRICS_NAMESPACE", common.DEFAULT_METRICS_NAMESPACE),
+        )
+
+
+def record_of(ev: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The `cc-agg-fg` record of an enriched event, in the feature group's schema order."""
+    fg, w = spec.STREAMING_FEATURE_GROUP, spec.SHORT_WINDOW
+    values = {
+        spec.CARD_ID: str(ev[spec.CARD_ID]),
+        w.count_name: str(int(ev[w.count_name])),
+        w.avg_name: repr(float(ev[w.avg_name])),
+        fg.event_time: repr(float(ev[spec.EVENT_TIME])),
+    }
+    return [{"FeatureName": n, "ValueAsString": values[n]} for n in fg.feature_names]
+
+
+def process_batch(
+    event: Mapping[str, Any],
+    *,
+    featurestore: Any,
+    sqs: Any,
+    config: Config,
+    policy: common.RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Ingest one Kinesis batch; returns the partial-batch response."""
+    policy = policy or common.RetryPolicy()
+    t0 = time.perf_counter()
+    items = common.decode_batch(event, enriched=True)
+    bad = [it for it in items if it.event is None]
+    failures: list[str] = []
+    written = late = 0
+    for it in items:
+        if it.event is None:
+            common.log(
+                "WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="ingest"
+            )
+            continue
+        if it.event["late"]:
+            late += 1
+            continue
+        try:
+            common.with_retries(
+                lambda it=it: featurestore.put_record(
+                    FeatureGroupName=config.feature_group, Record=record_of(it.event)
+                ),
+                policy=policy,
+                sleep=sleep,
+            )
+            written += 1
+        except ClientError as exc:
+            code = common.error_code(exc)
+            if code in ("ValidationError", "ValidationException"):
+                it.reason = f"rejected by the feature store: {exc}"
+                bad.append(it)
+            else:  # throttling exhausted, service errors, missing group: retry later
+                common.log("ERROR", "PutRecord failed", error=str(exc), sequence=it.sequence_number)
+                failures.append(it.sequence_number)
+    unsent = common.send_failures(
+        sqs,
+        config.failure_queue_url,
+        bad,
+        source="ingest_aggregates",
+        stage="validate",
+        policy=policy,
+        sleep=sleep,
+    )
+    failures += [it.sequence_number for it in unsent]
+    latency_ms = (time.perf_counter() - t0) * 1000
+    common.put_metrics(
+        config.metrics_namespace,
+        {
+            "RecordsWritten": (written, "Count"),
+            "LateEvents": (late, "Count"),
+            "MalformedRecords": (len(bad), "Count"),
+            "FailedRecords": (len(set(failures)), "Count"),
+            "BatchLatency": (latency_ms, "Milliseconds"),
+        },
+        Function="ingest_aggregates",
+    )
+    common.log(
+        "INFO",
+        "batch ingested",
+        records=len(items),
+        written=written,
+        late=late,
+        malformed=len(bad),
+        failed=len(set(failures)),
+        latency_ms=round(latency_ms, 3),
+    )
+    return common.batch_item_failures(failures)
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def clients() -> dict[str, Any]:
+    """boto3 clients, created once per Lambda container."""
+    if not _CLIENTS:
+        import boto3
+
+        _CLIENTS.update(featurestore=boto3.client("sagemaker-featurestore-runtime"), sqs=boto3.client("sqs"))
+    return _CLIENTS
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return process_batch(event, config=Config.from_env(), **clients())

@@ -1,0 +1,330 @@
+"""Score enriched transactions from the `card-features` stream; decisions to `fraud-decisions`.
+
+Per Kinesis batch: one BatchGetRecord for the distinct cards (1-week snapshot), the ratios from
+features.spec, ONE multi-row CSV InvokeEndpoint, and PutRecords of the decisions (failed entries
+retried). Malformed records go to the failure queue with the reason and are not retried; records
+that could not be scored or delivered are returned as `batchItemFailures` (Kinesis then retries
+from the lowest one; downstream consumers de-duplicate decisions by `tid`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from features import spec
+from lambdas import common
+
+BATCH_GET_LIMIT = 100  # identifiers per BatchGetRecord call
+PUT_RECORDS_LIMIT = 500  # entries per PutRecords call
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything read from the environment, in one place."""
+
+    endpoint_name: str = spec.ENDPOINT_NAME
+    batch_feature_group: str = spec.BATCH_FEATURE_GROUP.name
+    decisions_stream: str = spec.DECISIONS_STREAM
+    failure_queue_url: str | None = None
+    threshold: float = spec.DECISION_THRESHOLD
+    metrics_namespace: str = common.DEFAULT_METRICS_NAMESPACE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        return cls(
+            endpoint_name=env.get("ENDPOINT_NAME", spec.ENDPOINT_NAME),
+            batch_feature_group=env.get("BATCH_FEATURE_GROUP_NAME", spec.BATCH_FEATURE_GROUP.name),
+            decisions_stream=env.get("DECISIONS_STREAM_NAME", spec.DECISIONS_STREAM),
+            failure_queue_url=env.get("FAILURE_QUEUE_URL") or None,
+            threshold=float(env.get("FRAUD_THRESHOLD", spec.DECISION_THRESHOLD)),
+            metrics_namespace=env.get("METRICS_NAMESPACE", common.DEFAULT_METRICS_NAMESPACE),
+        )
+
+
+def _float(record: list[dict[str, str]], name: str) -> float:
+    for f in record:
+        if f["FeatureName"] == name:
+            return float(f["ValueAsString"])
+    return 0.0
+
+
+def fetch_snapshots(
+    featurestore: Any,
+    group: str,
+    cards: Sequence[int],
+    *,
+    policy: common.RetryPolicy,
+    sleep: Callable[[float], None],
+) -> dict[int, tuple[float, float]]:
+    """(count, avg) of the 1-week snapshot per card; cards without a record are absent (= 0, 0)."""
+    w = spec.LONG_WINDOW
+    out: dict[int, tuple[float, float]] = {}
+    for start in range(0, len(cards), BATCH_GET_LIMIT):
+        pending = [str(c) for c in cards[start : start + BATCH_GET_LIMIT]]
+        for attempt in range(policy.max_attempts):
+            ids = [
+                {
+                    "FeatureGroupName": group,
+                    "RecordIdentifiersValueAsString": pending,
+                    "FeatureNames": [w.count_name, w.avg_name],
+                }
+            ]
+            resp = common.with_retries(
+                lambda ids=ids: featurestore.batch_get_record(Identifiers=ids), policy=policy, sleep=sleep
+            )
+            for rec in resp.get("Records", []):
+                out[int(rec["RecordIdentifierValueAsString"])] = (
+                    _float(rec["Record"], w.count_name),
+                    _float(rec["Record"], w.avg_name),
+                )
+            errors = resp.get("Errors") or []
+            hard = [e for e in errors if e.get("ErrorCode") not in common.THROTTLING_CODES]
+            if hard:
+                raise RuntimeError(f"BatchGetRecord errors: {hard[:3]}")
+            pending = [
+                rid
+                for u in resp.get("UnprocessedIdentifiers") or []
+                for rid in u.get("RecordIdentifiersValueAsString", [])
+            ] + [e["RecordIdentifierValueAsString"] for e in errors]
+            if not pending:
+                break
+            sleep(policy.delay(attempt))
+        else:
+            raise RuntimeError(f"BatchGetRecord left {len(pending)} identifiers unprocessed")
+    return out
+
+
+def feature_rows(
+    events: Sequence[dict[str, Any]], snapshots: Mapping[int, tuple[float, float]]
+) -> list[dict[str, float]]:
+    """Model input per event (by name, model order) via the shared spec code."""
+    s, lw = spec.SHORT_WINDOW, spec.LONG_WINDOW
+    rows = []
+    for ev in events:
+        n1w, avg1w = snapshots.get(ev[spec.CARD_ID], (0.0, 0.0))
+        rows.append(
+            spec.model_input(
+                {
+                    spec.AMOUNT: ev[spec.AMOUNT],
+                    s.count_name: ev[s.count_name],
+                    s.avg_name: ev[s.avg_name],
+                    lw.count_name: n1w,
+                    lw.avg_name: avg1w,
+                }
+            )
+        )
+    return rows
+
+
+def to_csv(rows: Sequence[Mapping[str, float]]) -> str:
+    """Multi-row CSV body; repr() keeps every float bit-exact (parity with the training rows)."""
+    return "\n".join(",".join(repr(float(r[n])) for n in spec.MODEL_FEATURES) for r in rows)
+
+
+def parse_scores(body: bytes | str, expected: int) -> list[float]:
+    """Scores of a CSV/JSON response: one per line or comma-separated (XGBoost container forms)."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    text = text.strip()
+    if text.startswith("{") or text.startswith("["):
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            obj = obj.get("predictions", obj.get("scores", []))
+        scores = [float(p["score"]) if isinstance(p, dict) else float(p) for p in obj]
+    else:
+        scores = [float(tok) for tok in text.replace(",", "\n").split()]
+    if len(scores) != expected:
+        raise RuntimeError(f"endpoint returned {len(scores)} scores for {expected} rows")
+    return scores
+
+
+def invoke(
+    runtime: Any, endpoint: str, body: str, *, policy: common.RetryPolicy, sleep: Callable[[float], None]
+) -> bytes:
+    resp = common.with_retries(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint, Body=body.encode(), ContentType="text/csv", Accept="text/csv"
+        ),
+        policy=policy,
+        sleep=sleep,
+    )
+    return resp["Body"].read()
+
+
+def put_decisions(
+    kinesis: Any,
+    stream: str,
+    decisions: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    policy: common.RetryPolicy,
+    sleep: Callable[[float], None],
+) -> list[str]:
+    """PutRecords in chunks, re-sending only the failed entries; return source sequence numbers never delivered."""
+    undelivered: list[str] = []
+    for start in range(0, len(decisions), PUT_RECORDS_LIMIT):
+        pending = list(decisions[start : start + PUT_RECORDS_LIMIT])
+        for attempt in range(policy.max_attempts):
+            entries = [
+                {"Data": json.dumps(d).encode(), "PartitionKey": str(d[spec.CARD_ID])} for _, d in pending
+            ]
+            try:
+                resp = common.with_retries(
+                    lambda entries=entries: kinesis.put_records(StreamName=stream, Records=entries),
+                    policy=policy,
+                    sleep=sleep,
+                )
+            except ClientError as exc:
+                common.log("ERROR", "PutRecords failed", error=str(exc), count=len(pending))
+                break
+            results = resp.get("Records", [])
+            if not resp.get("FailedRecordCount"):
+                pending = []
+                break
+            pending = [p for p, r in zip(pending, results, strict=False) if r.get("ErrorCode")]
+            if not pending:
+                break
+            sleep(policy.delay(attempt))
+        undelivered.extend(seq for seq, _ in pending)
+    return undelivered
+
+
+def process_batch(
+    event: Mapping[str, Any],
+    *,
+    featurestore: Any,
+    runtime: Any,
+    kinesis: Any,
+    sqs: Any,
+    config: Config,
+    policy: common.RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_decisions: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Score one Kinesis batch; returns the partial-batch response."""
+    policy = policy or common.RetryPolicy()
+    t0 = time.perf_counter()
+    items = common.decode_batch(event, enriched=True)
+    good = [it for it in items if it.event is not None]
+    bad = [it for it in items if it.event is None]
+    failures: list[str] = []
+    for it in bad:
+        common.log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="score")
+    unsent = common.send_failures(
+        sqs,
+        config.failure_queue_url,
+        bad,
+        source="score_transaction",
+        stage="validate",
+        policy=policy,
+        sleep=sleep,
+    )
+    failures += [it.sequence_number for it in unsent]
+
+    decisions: list[dict[str, Any]] = []
+    fs_ms = ep_ms = 0.0
+    if good:
+        events = [it.event for it in good]
+        cards = list(dict.fromkeys(ev[spec.CARD_ID] for ev in events))
+        try:
+            t1 = time.perf_counter()
+            snaps = fetch_snapshots(
+                featurestore, config.batch_feature_group, cards, policy=policy, sleep=sleep
+            )
+            t2 = time.perf_counter()
+            rows = feature_rows(events, snaps)
+            scores = parse_scores(
+                invoke(runtime, config.endpoint_name, to_csv(rows), policy=policy, sleep=sleep), len(rows)
+            )
+            t3 = time.perf_counter()
+            fs_ms, ep_ms = (t2 - t1) * 1000, (t3 - t2) * 1000
+        except (ClientError, RuntimeError, ValueError) as exc:
+            # Transient or service-side: the whole scoring batch is retried by Kinesis.
+            common.log("ERROR", "scoring failed; batch will be retried", error=str(exc), records=len(good))
+            failures += [it.sequence_number for it in good]
+            good = []
+        else:
+            for ev, row, score in zip(events, rows, scores, strict=True):
+                decisions.append(
+                    {
+                        "tid": ev["tid"],
+                        spec.CARD_ID: ev[spec.CARD_ID],
+                        spec.EVENT_TIME: ev[spec.EVENT_TIME],
+                        "features": row,
+                        "score": score,
+                        "fraud": bool(score >= config.threshold),
+                        "late": ev["late"],
+                    }
+                )
+            undelivered = put_decisions(
+                kinesis,
+                config.decisions_stream,
+                [(it.sequence_number, d) for it, d in zip(good, decisions, strict=True)],
+                policy=policy,
+                sleep=sleep,
+            )
+            failures += undelivered
+            if on_decisions:
+                lost = set(undelivered)
+                on_decisions(
+                    [d for it, d in zip(good, decisions, strict=True) if it.sequence_number not in lost]
+                )
+
+    n = len(decisions)
+    flagged = sum(d["fraud"] for d in decisions)
+    late = sum(d["late"] for d in decisions)
+    latency_ms = (time.perf_counter() - t0) * 1000
+    common.put_metrics(
+        config.metrics_namespace,
+        {
+            "Decisions": (n, "Count"),
+            "FraudFlagged": (flagged, "Count"),
+            "FraudRate": (flagged / n if n else 0.0, "None"),
+            "LateEvents": (late, "Count"),
+            "MalformedRecords": (len(bad), "Count"),
+            "FailedRecords": (len(set(failures)), "Count"),
+            "BatchLatency": (latency_ms, "Milliseconds"),
+            "FeatureStoreLatency": (fs_ms, "Milliseconds"),
+            "EndpointLatency": (ep_ms, "Milliseconds"),
+        },
+        Function="score_transaction",
+    )
+    common.log(
+        "INFO",
+        "batch scored",
+        records=len(items),
+        decisions=n,
+        fraud=flagged,
+        late=late,
+        malformed=len(bad),
+        failed=len(set(failures)),
+        latency_ms=round(latency_ms, 3),
+    )
+    return common.batch_item_failures(failures)
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def clients() -> dict[str, Any]:
+    """boto3 clients, created once per Lambda container (the factory local mode bypasses)."""
+    if not _CLIENTS:
+        import boto3
+
+        _CLIENTS.update(
+            featurestore=boto3.client("sagemaker-featurestore-runtime"),
+            runtime=boto3.client("sagemaker-runtime"),
+            kinesis=boto3.client("kinesis"),
+            sqs=boto3.client("sqs"),
+        )
+    return _CLIENTS
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return process_batch(event, config=Config.from_env(), **clients())

@@ -1,0 +1,269 @@
+"""Local online feature store: SQLite behind the boto3 `sagemaker-featurestore-runtime` shapes.
+
+Handlers, the Spark job and the replay take a "featurestore" client; locally they get this class,
+on AWS the boto3 client, so the calling code is identical. The SageMaker online-store rule is kept:
+a write older than the stored record (by event time) never replaces it, equal event time does.
+That rule lives inside one UPSERT statement, so it holds for concurrent writers in several threads
+and processes without any read-modify-write race.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from features.spec import FEATURE_GROUPS, FeatureGroup
+
+BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    feature_group TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (feature_group, record_id)
+) WITHOUT ROWID
+"""
+
+# The event-time guard: the DO UPDATE only fires when the incoming record is not older.
+_UPSERT = """
+INSERT INTO records (feature_group, record_id, event_time, record) VALUES (?, ?, ?, ?)
+ON CONFLICT (feature_group, record_id) DO UPDATE
+SET event_time = excluded.event_time, record = excluded.record
+WHERE excluded.event_time >= records.event_time
+"""
+
+
+class ResourceNotFound(ClientError):
+    """Same error code as the boto3 modeled exception `ResourceNotFound`."""
+
+
+class ValidationError(ClientError):
+    """Same error code as botocore's `ValidationError` for malformed requests."""
+
+
+def _error(cls: type[ClientError], code: str, message: str, operation: str, status: int) -> ClientError:
+    response = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return cls(response, operation)
+
+
+def _metadata() -> dict[str, Any]:
+    return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+class LocalFeatureStoreRuntime:
+    """SQLite-backed stand-in for `boto3.client("sagemaker-featurestore-runtime")`.
+
+    One connection per thread (sqlite3 connections are not shareable across threads); WAL mode
+    and a busy timeout let readers and writers in other processes proceed concurrently.
+    The object pickles (path + groups only), so Spark partitions can rebuild it.
+    """
+
+    exceptions = SimpleNamespace(
+        ResourceNotFound=ResourceNotFound, ValidationError=ValidationError, ClientError=ClientError
+    )
+
+    def __init__(self, db_path: str | Path, feature_groups: Mapping[str, FeatureGroup] | None = None) -> None:
+        self.db_path = str(db_path)
+        self.feature_groups = dict(feature_groups if feature_groups is not None else FEATURE_GROUPS)
+        self._local = threading.local()
+        if self.db_path != ":memory:":
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn()  # create the schema eagerly so a bad path fails at construction
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"db_path": self.db_path, "feature_groups": self.feature_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.db_path = state["db_path"]
+        self.feature_groups = state["feature_groups"]
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_SCHEMA)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread's object is collected)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _group(self, name: str, operation: str) -> FeatureGroup:
+        group = self.feature_groups.get(name)
+        if group is None:
+            raise _error(
+                ResourceNotFound,
+                "ResourceNotFound",
+                f"Resource Not Found: Amazon SageMaker can't find a feature group with name {name}",
+                operation,
+                404,
+            )
+        return group
+
+    @staticmethod
+    def _select(record: list[dict[str, str]], names: Sequence[str] | None) -> list[dict[str, str]]:
+        if not names:
+            return record
+        wanted = set(names)
+        return [f for f in record if f["FeatureName"] in wanted]
+
+    # -- API ------------------------------------------------------------------------------------
+    def put_record(
+        self,
+        *,
+        FeatureGroupName: str,
+        Record: Iterable[Mapping[str, str]],
+        TargetStores: Sequence[str] | None = None,
+        TtlDuration: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store a record unless the stored one has a newer event time."""
+        op = "PutRecord"
+        group = self._group(FeatureGroupName, op)
+        types = dict(group.features)
+        values: dict[str, str] = {}
+        for feature in Record:
+            name, value = feature.get("FeatureName"), feature.get("ValueAsString")
+            if name not in types:
+                raise _error(
+                    ValidationError, "ValidationError", f"Unknown feature {name!r} for {group.name}", op, 400
+                )
+            if not isinstance(value, str):
+                raise _error(
+                    ValidationError, "ValidationError", f"ValueAsString of {name} must be a string", op, 400
+                )
+            try:
+                if types[name] == "Integral":
+                    int(value)
+                elif types[name] == "Fractional":
+                    float(value)
+            except ValueError:
+                raise _error(
+                    ValidationError, "ValidationError", f"{name}={value!r} is not {types[name]}", op, 400
+                ) from None
+            values[name] = value
+        for required in (group.record_identifier, group.event_time):
+            if required not in values:
+                raise _error(
+                    ValidationError,
+                    "ValidationError",
+                    f"Record is missing required feature {required} of {group.name}",
+                    op,
+                    400,
+                )
+        record = [{"FeatureName": n, "ValueAsString": values[n]} for n in group.feature_names if n in values]
+        self._conn().execute(
+            _UPSERT,
+            (
+                group.name,
+                values[group.record_identifier],
+                float(values[group.event_time]),
+                json.dumps(record),
+            ),
+        )
+        return _metadata()
+
+    def get_record(
+        self,
+        *,
+        FeatureGroupName: str,
+        RecordIdentifierValueAsString: str,
+        FeatureNames: Sequence[str] | None = None,
+        ExpirationTimeResponse: str | None = None,
+    ) -> dict[str, Any]:
+        """`{"Record": [...]}` or `{}` when the record does not exist (as boto3 returns)."""
+        group = self._group(FeatureGroupName, "GetRecord")
+        row = (
+            self._conn()
+            .execute(
+                "SELECT record FROM records WHERE feature_group = ? AND record_id = ?",
+                (group.name, str(RecordIdentifierValueAsString)),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return {}
+        return {"Record": self._select(json.loads(row[0]), FeatureNames), **_metadata()}
+
+    def batch_get_record(
+        self, *, Identifiers: Sequence[Mapping[str, Any]], ExpirationTimeResponse: str | None = None
+    ) -> dict[str, Any]:
+        """Records found, per identifier group; absent ids are simply not returned."""
+        records: list[dict[str, Any]] = []
+        conn = self._conn()
+        for ident in Identifiers:
+            group = self._group(ident["FeatureGroupName"], "BatchGetRecord")
+            ids = [str(i) for i in ident["RecordIdentifiersValueAsString"]]
+            names = ident.get("FeatureNames")
+            found: dict[str, list[dict[str, str]]] = {}
+            for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for record_id, record in conn.execute(
+                    f"SELECT record_id, record FROM records WHERE feature_group = ? AND record_id IN ({marks})",
+                    (group.name, *chunk),
+                ):
+                    found[record_id] = json.loads(record)
+            for record_id in dict.fromkeys(ids):
+                if record_id in found:
+                    records.append(
+                        {
+                            "FeatureGroupName": group.name,
+                            "RecordIdentifierValueAsString": record_id,
+                            "Record": self._select(found[record_id], names),
+                        }
+                    )
+        return {"Records": records, "Errors": [], "UnprocessedIdentifiers": [], **_metadata()}
+
+    def delete_record(
+        self,
+        *,
+        FeatureGroupName: str,
+        RecordIdentifierValueAsString: str,
+        EventTime: str,
+        TargetStores: Sequence[str] | None = None,
+        DeletionMode: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete the record if it is not newer than `EventTime` (a late delete can't erase newer data)."""
+        op = "DeleteRecord"
+        group = self._group(FeatureGroupName, op)
+        try:
+            event_time = float(EventTime)
+        except (TypeError, ValueError):
+            raise _error(
+                ValidationError, "ValidationError", f"EventTime {EventTime!r} is invalid", op, 400
+            ) from None
+        self._conn().execute(
+            "DELETE FROM records WHERE feature_group = ? AND record_id = ? AND event_time <= ?",
+            (group.name, str(RecordIdentifierValueAsString), event_time),
+        )
+        return _metadata()
+
+    def count(self, FeatureGroupName: str) -> int:
+        """Number of stored records of a group (local-only helper for tests and summaries)."""
+        group = self._group(FeatureGroupName, "Count")
+        return int(
+            self._conn()
+            .execute("SELECT COUNT(*) FROM records WHERE feature_group = ?", (group.name,))
+            .fetchone()[0]
+        )

@@ -1,0 +1,64 @@
+"""Pipeline parameter names and defaults, shared by the definition, the CLI and the docs.
+
+Scheduled runs (EventBridge Scheduler) start the pipeline without overrides, so every
+parameter has a default that makes a nightly run meaningful on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features import spec
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One pipeline parameter: name, SageMaker type and default."""
+
+    name: str
+    type: str  # "String" | "Integer" | "Float"
+    default: str | int | float
+    description: str
+
+
+DEFAULT_PREFIX = "fraud-detection"
+"""Key prefix of everything the pipeline reads and writes in the artifact bucket."""
+
+
+def default_input_data_url(bucket: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where the nightly run reads transactions (CSV or Parquet prefix) unless told otherwise."""
+    return f"s3://{bucket}/{prefix}/input/transactions/"
+
+
+def parameter_specs(bucket: str, prefix: str = DEFAULT_PREFIX) -> tuple[ParameterSpec, ...]:
+    """All parameters in definition order (the names are a contract: schedule, docs, tests)."""
+    return (
+        ParameterSpec(
+            "InputDataUrl",
+            "String",
+            default_input_data_url(bucket, prefix),
+            "S3 URI (prefix or file) of the transactions, CSV or Parquet with the DESIGN.md columns",
+        ),
+        ParameterSpec("ProcessingInstanceType", "String", "ml.m5.2xlarge", "Spark processing instance type"),
+        ParameterSpec("ProcessingInstanceCount", "Integer", 1, "Spark processing instance count"),
+        ParameterSpec("TrainingInstanceType", "String", "ml.m5.xlarge", "XGBoost training instance type"),
+        ParameterSpec(
+            "ModelApprovalStatus",
+            "String",
+            "PendingManualApproval",
+            "Approval status of the registered version (Approved deploys at once)",
+        ),
+        ParameterSpec("MinPrAuc", "Float", 0.75, "Quality gate: minimum test pr_auc to register the model"),
+        ParameterSpec(
+            "EndpointName", "String", spec.ENDPOINT_NAME, "Endpoint the deploy step creates or updates"
+        ),
+        ParameterSpec(
+            "SnapshotDate",
+            "String",
+            "",
+            "Cut-off (YYYY-MM-DD, 00:00 UTC) of the 1-week snapshot to ingest; empty = the run day",
+        ),
+    )
+
+
+PARAMETER_NAMES: tuple[str, ...] = tuple(p.name for p in parameter_specs("bucket"))

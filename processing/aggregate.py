@@ -1,0 +1,511 @@
+"""Spark job: per-card aggregates, time-split training data and the batch feature-group snapshot.
+
+One script for `spark-submit` on SageMaker Processing (existing session via getOrCreate, boto3
+`sagemaker-featurestore-runtime`) and for local runs (`python processing/aggregate.py --local ...`
+or in-process `main(argv) -> summary` with the caller's local SparkSession).
+
+Feature semantics (DESIGN.md, names/formulas from features.spec):
+- 10-minute aggregates: RANGE window per card over [ts - 600 s, ts], same-timestamp peers included.
+- 1-week snapshot for every daily cut-off T: transactions of the card in [T - 7 d, T), computed on a
+  dense card x day grid (first day .. day after the last), 0/0 for cards without history.
+- A training row at ts joins the snapshot with T = floor_day(ts); ratios via spec.ratio_sql.
+Ingestion publishes one cut-off (one record per card, event time = T) from inside the partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__" and __package__ is None:  # `python processing/aggregate.py` / spark-submit
+    _root = Path(__file__).resolve().parents[1]
+    if (_root / "features").is_dir():
+        sys.path.insert(0, str(_root))
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from features import spec
+
+DAY = spec.SNAPSHOT_PERIOD_SECONDS
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+SPLITS = ("train", "validation", "test")
+SHORT, LONG = spec.SHORT_WINDOW, spec.LONG_WINDOW
+LONG_DAYS = LONG.seconds // DAY
+AGGREGATES = (SHORT.count_name, SHORT.avg_name, LONG.count_name, LONG.avg_name)
+PARQUET_COLUMNS = (
+    "tid",
+    "datetime",
+    spec.EVENT_TIME,
+    spec.CARD_ID,
+    spec.AMOUNT,
+    spec.LABEL,
+    *AGGREGATES,
+    *(r.name for r in spec.RATIOS),
+)
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalServerError",
+        "RequestTimeout",
+    }
+)
+
+
+class JobInputError(ValueError):
+    """A user error (bad input or arguments): the CLI prints it as one line, no traceback."""
+
+
+# --- arguments ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--input", required=True, help="transactions: CSV with header or Parquet; file, dir or S3 URI"
+    )
+    p.add_argument("--input-format", choices=("auto", "csv", "parquet"), default="auto")
+    p.add_argument(
+        "--output", required=True, help="output directory (train/, validation/, test/, parquet/, ...)"
+    )
+    p.add_argument(
+        "--snapshot-date", default="", help="cut-off to ingest, YYYY-MM-DD (empty: run day / --local)"
+    )
+    p.add_argument(
+        "--history-days", type=int, default=14, help="first days kept out of training data (warm-up)"
+    )
+    p.add_argument("--test-days", type=int, default=14)
+    p.add_argument("--validation-days", type=int, default=14)
+    p.add_argument("--feature-group", default=spec.BATCH_FEATURE_GROUP.name)
+    p.add_argument("--feature-store", choices=("sagemaker", "local"), default="sagemaker")
+    p.add_argument("--feature-store-db", default="", help="SQLite file of the local online store")
+    p.add_argument("--region", default="", help="AWS region of the feature store (default: boto3's)")
+    p.add_argument("--no-ingest", action="store_true", help="skip the feature-group ingestion")
+    p.add_argument("--ingest-workers", type=int, default=8, help="put_record threads per partition")
+    p.add_argument("--ingest-partitions", type=int, default=0, help="default: Spark default parallelism")
+    p.add_argument(
+        "--local", action="store_true", help="local mode: local Spark, day after the data as cut-off"
+    )
+    return p
+
+
+def _parse_day(value: str, flag: str) -> int:
+    """Day index (days since epoch) of a YYYY-MM-DD string."""
+    try:
+        d = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise JobInputError(f"{flag} must be YYYY-MM-DD, got {value!r}") from None
+    return int(d.timestamp()) // DAY
+
+
+def _day_str(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=int(day))).isoformat()
+
+
+# --- input ----------------------------------------------------------------------------------------
+def _detect_format(path: str) -> str:
+    lower = path.lower().rstrip("/")
+    if lower.endswith(".parquet"):
+        return "parquet"
+    if lower.endswith((".csv", ".csv.gz")):
+        return "csv"
+    local = Path(path)
+    if local.is_dir():
+        names = [
+            p.name.lower() for p in local.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))
+        ]
+        if names and all(n.endswith(".parquet") for n in names):
+            return "parquet"
+        if names and all(".csv" in n for n in names):
+            return "csv"
+        if not names:
+            raise JobInputError(f"--input {path} contains no data files")
+    elif "://" not in path and not local.exists():
+        raise JobInputError(f"--input {path} does not exist")
+    return "unknown"
+
+
+def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
+    """Typed transactions plus `trans_ts` (epoch seconds, double); fails naming a missing column."""
+    fmt = _detect_format(path) if fmt == "auto" else fmt
+    if fmt == "csv":
+        raw = spark.read.option("header", True).csv(path)
+    elif fmt == "parquet":
+        raw = spark.read.parquet(path)
+    else:  # e.g. an S3 prefix: Parquet first, then CSV
+        try:
+            raw = spark.read.parquet(path)
+        except Exception:
+            raw = spark.read.option("header", True).csv(path)
+    for column in spec.TRANSACTION_COLUMNS:
+        if column not in raw.columns:
+            raise JobInputError(
+                f"input {path} is missing column {column!r} (required: {', '.join(spec.TRANSACTION_COLUMNS)}; "
+                f"found: {', '.join(raw.columns) or 'none'})"
+            )
+    ts = F.col("datetime").cast("timestamp")
+    return raw.select(
+        F.col("tid").cast("string").alias("tid"),
+        ts.alias("datetime"),
+        ts.cast("double").alias(spec.EVENT_TIME),
+        F.col(spec.CARD_ID).cast("long").alias(spec.CARD_ID),
+        F.col(spec.AMOUNT).cast("double").alias(spec.AMOUNT),
+        F.col(spec.LABEL).cast("int").alias(spec.LABEL),
+    )
+
+
+# --- features -------------------------------------------------------------------------------------
+def with_short_window(tx: DataFrame) -> DataFrame:
+    """10-minute count/avg per card over [ts - 600, ts], ties included (RANGE frame)."""
+    w = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME).rangeBetween(-SHORT.seconds, 0)
+    return tx.withColumn(SHORT.count_name, F.count(F.lit(1)).over(w)).withColumn(
+        SHORT.avg_name, F.avg(spec.AMOUNT).over(w)
+    )
+
+
+def snapshot_grid(tx: DataFrame, first_day: int, last_cutoff_day: int) -> DataFrame:
+    """1-week aggregates [T - 7 d, T) for every card and every cut-off day in [first_day, last_cutoff_day].
+
+    Dense grid, so the window over the 7 previous day rows is exactly the 7 previous days, and
+    cards with no recent activity get an explicit 0/0 snapshot (replay overwrites stale values).
+    """
+    spark = tx.sparkSession
+    daily = tx.groupBy(spec.CARD_ID, "day").agg(F.count(F.lit(1)).alias("n"), F.sum(spec.AMOUNT).alias("s"))
+    days = spark.range(first_day, last_cutoff_day + 1).withColumnRenamed("id", "day")
+    cards = tx.select(spec.CARD_ID).distinct()
+    grid = cards.crossJoin(F.broadcast(days)).join(daily, [spec.CARD_ID, "day"], "left")
+    w = Window.partitionBy(spec.CARD_ID).orderBy("day").rowsBetween(-LONG_DAYS, -1)
+    n = F.coalesce(F.sum("n").over(w), F.lit(0)).cast("long")
+    s = F.coalesce(F.sum("s").over(w), F.lit(0.0))
+    return grid.select(
+        spec.CARD_ID,
+        "day",
+        n.alias(LONG.count_name),
+        F.when(n > 0, s / n).otherwise(F.lit(0.0)).alias(LONG.avg_name),
+    )
+
+
+def direct_snapshot(tx: DataFrame, cutoff_day: int) -> DataFrame:
+    """The snapshot of one cut-off outside the grid (e.g. the run day on AWS), for every card."""
+    lo, hi = (cutoff_day - LONG_DAYS) * DAY, cutoff_day * DAY
+    recent = (
+        tx.where((F.col(spec.EVENT_TIME) >= lo) & (F.col(spec.EVENT_TIME) < hi))
+        .groupBy(spec.CARD_ID)
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(spec.AMOUNT).alias("s"))
+    )
+    n = F.coalesce(F.col("n"), F.lit(0)).cast("long")
+    return (
+        tx.select(spec.CARD_ID)
+        .distinct()
+        .join(recent, spec.CARD_ID, "left")
+        .select(
+            spec.CARD_ID,
+            F.lit(cutoff_day).cast("long").alias("day"),
+            n.alias(LONG.count_name),
+            F.when(n > 0, F.col("s") / n).otherwise(F.lit(0.0)).alias(LONG.avg_name),
+        )
+    )
+
+
+def training_rows(tx: DataFrame) -> DataFrame:
+    """Transactions (with `day`) plus both windows and the spec's ratios.
+
+    The 1-week part is a RANGE window over the day index, [day - 7, day - 1] = [T - 7 d, T) with
+    T = floor_day(ts): the same value as the snapshot grid's row for T, but computed in the same
+    shuffle as the 10-minute window (no join, one exchange for 5.4 M rows).
+    """
+    w = Window.partitionBy(spec.CARD_ID).orderBy("day").rangeBetween(-LONG_DAYS, -1)
+    n = F.count(spec.AMOUNT).over(w)
+    s = F.coalesce(F.sum(spec.AMOUNT).over(w), F.lit(0.0))
+    rows = with_short_window(
+        tx.withColumn(LONG.count_name, n).withColumn(
+            LONG.avg_name,
+            F.when(F.col(LONG.count_name) > 0, s / F.col(LONG.count_name)).otherwise(F.lit(0.0)),
+        )
+    )
+    for ratio in spec.RATIOS:
+        rows = rows.withColumn(ratio.name, F.expr(spec.ratio_sql(ratio)))
+    return rows
+
+
+# --- ingestion ------------------------------------------------------------------------------------
+class SageMakerFeatureStoreFactory:
+    """Picklable: builds the boto3 client inside the Spark partition."""
+
+    def __init__(self, region: str | None, max_pool_connections: int = 10) -> None:
+        self.region = region or None
+        self.max_pool_connections = max_pool_connections
+
+    def __call__(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=self.max_pool_connections
+        )
+        return boto3.client("sagemaker-featurestore-runtime", region_name=self.region, config=config)
+
+
+class LocalFeatureStoreFactory:
+    """Picklable: opens the SQLite online store inside the partition (local mode only)."""
+
+    def __init__(self, db_path: str, repo_root: str = REPO_ROOT) -> None:
+        self.db_path = db_path
+        self.repo_root = repo_root
+
+    def __call__(self) -> Any:
+        if self.repo_root not in sys.path:
+            sys.path.insert(0, self.repo_root)
+        from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+        return LocalFeatureStoreRuntime(self.db_path)
+
+
+def _retryable(exc: BaseException) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    if code in RETRYABLE_CODES:
+        return True
+    name = type(exc).__name__
+    return name in {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "OperationalError",
+    }
+
+
+def put_with_retry(client: Any, feature_group: str, record: list[dict[str, str]], attempts: int = 8) -> None:
+    """PutRecord with exponential backoff and jitter on throttling/transient errors."""
+    for attempt in range(attempts):
+        try:
+            client.put_record(FeatureGroupName=feature_group, Record=record)
+            return
+        except Exception as exc:
+            if attempt == attempts - 1 or not _retryable(exc):
+                raise
+            time.sleep(min(10.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+
+
+def _ingest_partition(
+    factory: Callable[[], Any], feature_group: str, names: tuple[str, ...], workers: int
+) -> Callable[[Iterable[Any]], Iterator[int]]:
+    """Partition function: a thread pool of put_record calls; yields the partition's record count."""
+
+    def run(rows: Iterable[Any]) -> Iterator[int]:
+        client = factory()
+        cc, cnt, avg, et = names
+
+        def record(row: Any) -> list[dict[str, str]]:
+            return [
+                {"FeatureName": cc, "ValueAsString": str(int(row[0]))},
+                {"FeatureName": cnt, "ValueAsString": str(int(row[1]))},
+                {"FeatureName": avg, "ValueAsString": repr(float(row[2]))},
+                {"FeatureName": et, "ValueAsString": repr(float(row[3]))},
+            ]
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(put_with_retry, client, feature_group, record(r)) for r in rows]
+            for fut in futures:
+                fut.result()  # re-raises the first failure, failing the task (Spark retries it)
+                done += 1
+        yield done
+
+    return run
+
+
+def ingest_snapshot(
+    snapshot: DataFrame,
+    factory: Callable[[], Any],
+    feature_group: str = spec.BATCH_FEATURE_GROUP.name,
+    workers: int = 8,
+    partitions: int = 0,
+) -> int:
+    """Write one record per row of `snapshot` (cc_num, count, avg, cutoff) from the executors."""
+    fg = spec.BATCH_FEATURE_GROUP
+    names = (fg.record_identifier, LONG.count_name, LONG.avg_name, fg.event_time)
+    n = partitions or snapshot.sparkSession.sparkContext.defaultParallelism
+    rows = snapshot.select(spec.CARD_ID, LONG.count_name, LONG.avg_name, "cutoff").repartition(n)
+    counts = rows.rdd.mapPartitions(_ingest_partition(factory, feature_group, names, workers)).collect()
+    return int(sum(counts))
+
+
+# --- job ------------------------------------------------------------------------------------------
+def _spark(local: bool) -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if local:
+        from processing.spark_session import local_spark_session
+
+        return local_spark_session("aggregate")
+    return SparkSession.builder.appName("cc-fraud-aggregate").getOrCreate()
+
+
+def _progress(message: str) -> None:
+    print(f"[aggregate] {message}", file=sys.stderr, flush=True)
+
+
+def _make_factory(args: argparse.Namespace) -> Callable[[], Any]:
+    if args.feature_store == "local":
+        if not args.feature_store_db:
+            raise JobInputError("--feature-store local needs --feature-store-db PATH")
+        Path(args.feature_store_db).parent.mkdir(parents=True, exist_ok=True)
+        factory = LocalFeatureStoreFactory(str(Path(args.feature_store_db).resolve()))
+        factory().close()  # create the store once on the driver, before concurrent writers
+        return factory
+    return SageMakerFeatureStoreFactory(args.region, max_pool_connections=max(10, args.ingest_workers))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the summary (also written to OUTPUT/summary.json)."""
+    args = build_parser().parse_args(argv)
+    for flag in ("history_days", "test_days", "validation_days"):
+        if getattr(args, flag) < 0:
+            raise JobInputError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.ingest_workers < 1:
+        raise JobInputError("--ingest-workers must be >= 1")
+    snapshot_day = _parse_day(args.snapshot_date, "--snapshot-date") if args.snapshot_date else None
+    factory = None if args.no_ingest else _make_factory(args)
+    if __name__ != "__main__":
+        # Ship this module's partition code by value: executors need not import processing/.
+        from pyspark import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    timings: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+    spark = _spark(args.local)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    out = args.output.rstrip("/")
+    timings["spark_session"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    _progress(f"reading {args.input}")
+    tx = read_transactions(spark, args.input, args.input_format)
+    valid = (
+        F.col(spec.EVENT_TIME).isNotNull() & F.col(spec.CARD_ID).isNotNull() & F.col(spec.AMOUNT).isNotNull()
+    )
+    tx = tx.where(valid & F.col(spec.LABEL).isNotNull()).withColumn(
+        "day", F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
+    )
+    stats = tx.agg(
+        F.count(F.lit(1)).alias("rows"), F.min("day").alias("first"), F.max("day").alias("last")
+    ).first()
+    if not stats or not stats["rows"]:
+        raise JobInputError(f"input {args.input} has no valid transactions")
+    rows_in, first_day, last_day = int(stats["rows"]), int(stats["first"]), int(stats["last"])
+    end_day = last_day + 1
+    if snapshot_day is None:
+        snapshot_day = end_day if args.local else int(time.time()) // DAY
+    test_start = end_day - args.test_days
+    val_start = test_start - args.validation_days
+    train_start = first_day + args.history_days
+    timings["read"] = round(time.perf_counter() - t, 3)
+    _progress(f"{rows_in:,} rows, {_day_str(first_day)}..{_day_str(last_day)}; computing features")
+
+    t = time.perf_counter()
+    day = F.col("day")
+    split = (
+        F.when(day >= test_start, "test")
+        .when(day >= val_start, "validation")
+        .when(day >= train_start, "train")
+        .otherwise(F.lit(None))
+    )
+    # Windows over all rows first (the warm-up days feed them), then drop the warm-up days.
+    rows = training_rows(tx).withColumn("split", split).where(F.col("split").isNotNull())
+    rows = rows.select(*PARQUET_COLUMNS, "split").persist(StorageLevel.MEMORY_AND_DISK)
+    split_rows = {name: 0 for name in SPLITS}
+    split_rows.update({r["split"]: int(r["count"]) for r in rows.groupBy("split").count().collect()})
+    timings["features"] = round(time.perf_counter() - t, 3)
+    _progress(f"features computed in {timings['features']:.1f}s: {json.dumps(split_rows)}")
+
+    t = time.perf_counter()
+    csv_columns = [spec.LABEL, *spec.MODEL_FEATURES]
+    for name in SPLITS:
+        part = rows.where(F.col("split") == name).drop("split")
+        part.write.mode("overwrite").parquet(f"{out}/parquet/{name}")
+        part.select(*csv_columns).write.mode("overwrite").option("header", False).csv(f"{out}/{name}")
+    rows.unpersist()
+    timings["write_training"] = round(time.perf_counter() - t, 3)
+    _progress(f"training data written in {timings['write_training']:.1f}s")
+
+    t = time.perf_counter()
+    snapshots = snapshot_grid(tx, first_day, end_day)
+    if not first_day <= snapshot_day <= end_day:
+        snapshots = snapshots.unionByName(direct_snapshot(tx, snapshot_day))
+    snapshots = snapshots.select(
+        spec.CARD_ID,
+        (F.col("day") * DAY).cast("long").alias("cutoff"),
+        LONG.count_name,
+        LONG.avg_name,
+    )
+    snapshots.write.mode("overwrite").parquet(f"{out}/snapshots")
+    latest = spark.read.parquet(f"{out}/snapshots").where(F.col("cutoff") == snapshot_day * DAY)
+    n_cards = latest.count()
+    timings["snapshots"] = round(time.perf_counter() - t, 3)
+
+    ingested = 0
+    if factory is not None:
+        t = time.perf_counter()
+        _progress(
+            f"ingesting cut-off {_day_str(snapshot_day)} into {args.feature_group} ({args.feature_store})"
+        )
+        ingested = ingest_snapshot(
+            latest, factory, args.feature_group, args.ingest_workers, args.ingest_partitions
+        )
+        timings["ingest"] = round(time.perf_counter() - t, 3)
+    timings["total"] = round(time.perf_counter() - t0, 3)
+
+    summary: dict[str, Any] = {
+        "input": args.input,
+        "output": out,
+        "rows_in": rows_in,
+        "rows_out": split_rows,
+        "rows_history_dropped": rows_in - sum(split_rows.values()),
+        "cards": n_cards,
+        "first_day": _day_str(first_day),
+        "last_day": _day_str(last_day),
+        "splits": {
+            "train_start": _day_str(train_start),
+            "validation_start": _day_str(val_start),
+            "test_start": _day_str(test_start),
+            "end": _day_str(end_day),
+        },
+        "snapshot_date": _day_str(snapshot_day),
+        "snapshot_cutoff": snapshot_day * DAY,
+        "feature_group": args.feature_group,
+        "feature_store": None if args.no_ingest else args.feature_store,
+        "records_ingested": ingested,
+        "timings_s": timings,
+    }
+    if "://" in out:
+        spark.sparkContext.parallelize([json.dumps(summary, indent=2)], 1).saveAsTextFile(
+            f"{out}/summary.json"
+        )
+    else:
+        Path(out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _progress(f"done in {timings['total']:.1f}s: {json.dumps(split_rows)}; {ingested:,} records ingested")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except JobInputError as exc:
+        print(f"aggregate: error: {exc}", file=sys.stderr)
+        sys.exit(2)

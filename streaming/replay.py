@@ -1,0 +1,491 @@
+"""Local replay of the streaming path: events -> Flink job -> both Lambda handlers -> decisions.
+
+    python run_pipeline.py replay --work-dir DIR --events EVENTS.jsonl --out DECISIONS.jsonl
+
+Uses what a previous `local` run left in DIR: the snapshot table (DIR/features/snapshots) and the
+deployed model (DIR/endpoint/deployed.json). Like production with a nightly refresh, it starts
+from its own empty online store (DIR/replay/online-store.sqlite), publishes the snapshot of the
+first event's day, and publishes each following day's snapshot when event time crosses midnight
+(before scoring that day's events). The Lambdas run unchanged with local clients: the SQLite
+store, the local endpoint, a Kinesis sink appending to DECISIONS.jsonl and a failure queue
+appending to the rejects file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from features import spec
+from lambdas import common
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAY = spec.SNAPSHOT_PERIOD_SECONDS
+DEFAULT_WATERMARK_SECONDS = 5
+DEFAULT_BATCH_SIZE = 100
+MAX_REDELIVERIES = 3
+
+
+class ReplayError(RuntimeError):
+    """A user-facing failure (missing inputs, Flink failed): one line on stderr, exit 2."""
+
+
+# --- local stand-ins for the two AWS destinations --------------------------------------------
+class LocalKinesisSink:
+    """`kinesis.put_records` that appends each record's data as one line (the decisions stream)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+        self._seq = 0
+
+    def put_records(self, *, StreamName: str, Records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        out = []
+        for rec in Records:
+            data = rec["Data"]
+            self._f.write((data.decode() if isinstance(data, bytes) else data).rstrip("\n") + "\n")
+            self._seq += 1
+            out.append({"SequenceNumber": f"{self._seq:056d}", "ShardId": "shardId-000000000000"})
+        self._f.flush()
+        return {"FailedRecordCount": 0, "Records": out}
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class LocalFailureQueue:
+    """`sqs.send_message_batch` that appends each message body as one line (the rejects file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+        self.count = 0
+
+    def send_message_batch(self, *, QueueUrl: str, Entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        for e in Entries:
+            self._f.write(e["MessageBody"].rstrip("\n") + "\n")
+            self.count += 1
+        self._f.flush()
+        return {"Successful": [{"Id": e["Id"], "MessageId": e["Id"]} for e in Entries], "Failed": []}
+
+    def reject(self, reason: str, raw: str, stage: str, **extra: Any) -> None:
+        """A reject found before any stream (the input file itself)."""
+        self._f.write(json.dumps({"reason": reason, "stage": stage, "data": raw, **extra}) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# --- snapshots -------------------------------------------------------------------------------
+class SnapshotPublisher:
+    """Publishes daily snapshots from the Spark snapshot table into the replay's online store."""
+
+    def __init__(self, snapshots_dir: Path, featurestore: Any) -> None:
+        self.dir = snapshots_dir
+        self.store = featurestore
+        self.published_day: int | None = None
+        self.cards: set[int] = set()
+        self.days: list[int] = []
+
+    def _day_rows(self, day: int) -> list[tuple[int, int, float]]:
+        import pyarrow.dataset as ds
+
+        lw = spec.LONG_WINDOW
+        table = ds.dataset(self.dir, format="parquet").to_table(
+            columns=[spec.CARD_ID, lw.count_name, lw.avg_name], filter=ds.field("cutoff") == day * DAY
+        )
+        d = table.to_pydict()
+        return list(zip(d[spec.CARD_ID], d[lw.count_name], d[lw.avg_name], strict=True))
+
+    def publish(self, day: int) -> int:
+        """Write day's snapshot (event time = its cut-off); cards absent that day get 0/0."""
+        fg, lw = spec.BATCH_FEATURE_GROUP, spec.LONG_WINDOW
+        cutoff = repr(float(day * DAY))
+        rows = self._day_rows(day)
+        seen = {int(c) for c, _, _ in rows}
+        rows += [(c, 0, 0.0) for c in self.cards - seen]
+        for card, n, avg in rows:
+            values = {
+                spec.CARD_ID: str(int(card)),
+                lw.count_name: str(int(n)),
+                lw.avg_name: repr(float(avg)),
+                fg.event_time: cutoff,
+            }
+            self.store.put_record(
+                FeatureGroupName=fg.name,
+                Record=[{"FeatureName": k, "ValueAsString": values[k]} for k in fg.feature_names],
+            )
+        self.cards |= seen
+        self.published_day = day
+        self.days.append(day)
+        return len(rows)
+
+    def advance_to(self, day: int) -> None:
+        """Publish the snapshot of `day` if event time has crossed into it (never goes back)."""
+        if self.published_day is None or day > self.published_day:
+            self.publish(day)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def flink_python() -> str:
+    exe = os.environ.get("FLINK_PYTHON") or str(REPO_ROOT / ".venv-flink" / "bin" / "python")
+    if not Path(exe).exists():
+        raise ReplayError(f"PyFlink environment not found at {exe}: run `make install` (or set FLINK_PYTHON)")
+    return exe
+
+
+def run_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> float:
+    """The Flink job as a subprocess in its own venv (its pins clash with the main one)."""
+    if sink.exists():
+        shutil.rmtree(sink)
+    cmd = [
+        flink_python(),
+        str(REPO_ROOT / "streaming" / "job.py"),
+        "--source-path",
+        str(source),
+        "--sink-path",
+        str(sink),
+        "--watermark-seconds",
+        str(watermark_seconds),
+    ]
+    t0 = time.perf_counter()
+    with log_path.open("w") as log:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise ReplayError(f"Flink job failed (exit {proc.returncode}, log {log_path}): {' | '.join(tail)}")
+    return time.perf_counter() - t0
+
+
+def enriched_lines(sink: Path) -> Iterator[str]:
+    """The Flink output lines (finished part files only, in file order)."""
+    files = sorted(p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    for p in files:
+        with p.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+
+def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
+    """(endpoint name, url, server-or-None): reuse a running endpoint, else start one on the model."""
+    deployed_path = work_dir / "endpoint" / "deployed.json"
+    if not deployed_path.exists():
+        raise ReplayError(f"no deployed model: {deployed_path} missing (run `run_pipeline.py local` first)")
+    deployed = json.loads(deployed_path.read_text())
+    name = deployed.get("endpoint_name") or spec.ENDPOINT_NAME
+    for url in (endpoint_url, deployed.get("url")):
+        if url and _ping(url):
+            return name, url, None
+    from training.serve import LocalEndpointServer
+
+    model = deployed.get("model_data")
+    if not model or not Path(model).exists():
+        raise ReplayError(f"deployed model artifact not found: {model!r} (from {deployed_path})")
+    server = LocalEndpointServer(model).start()
+    return name, server.url, server
+
+
+def _ping(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(f"[replay] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the replay ------------------------------------------------------------------------------
+def run_replay(
+    work_dir: str | Path,
+    events_path: str | Path,
+    out_path: str | Path,
+    *,
+    rejects_path: str | Path | None = None,
+    watermark_seconds: int = DEFAULT_WATERMARK_SECONDS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    endpoint_url: str | None = None,
+    threshold: float = spec.DECISION_THRESHOLD,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Replay `events_path` through Flink and both handlers; write decisions and rejects; return the summary."""
+    from lambdas.ingest_aggregates import handler as ingest
+    from lambdas.score_transaction import handler as score
+    from pipeline.local.feature_store import LocalFeatureStoreRuntime
+    from training.endpoint_client import LocalSageMakerRuntime
+
+    work_dir, events_path, out_path = Path(work_dir), Path(events_path), Path(out_path)
+    rejects_path = (
+        Path(rejects_path) if rejects_path else out_path.with_name(out_path.stem + ".rejects.jsonl")
+    )
+    snapshots_dir = work_dir / "features" / "snapshots"
+    if not events_path.is_file():
+        raise ReplayError(f"events file not found: {events_path}")
+    if not snapshots_dir.is_dir():
+        raise ReplayError(f"snapshot table not found: {snapshots_dir} (run `run_pipeline.py local` first)")
+    if batch_size < 1:
+        raise ReplayError("--batch-size must be >= 1")
+    rdir = work_dir / "replay"
+    rdir.mkdir(parents=True, exist_ok=True)
+    for p in (out_path, rejects_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.unlink(missing_ok=True)
+    db = rdir / "online-store.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    t_start = time.perf_counter()
+
+    sink = LocalKinesisSink(out_path)
+    queue = LocalFailureQueue(rejects_path)
+    queue_url = f"file://{rejects_path.resolve()}"
+
+    # 1. Validate the input file (what producers' SDKs would refuse); valid events go to Flink.
+    labels: dict[str, int] = {}
+    n_lines = n_valid = 0
+    flink_in = rdir / "flink-input.jsonl"
+    with events_path.open("rb") as src, flink_in.open("w", encoding="utf-8") as dst:
+        for lineno, raw in enumerate(src, 1):
+            if not raw.strip():
+                continue
+            n_lines += 1
+            try:
+                ev = common.parse_event(raw.rstrip(b"\r\n"))
+            except common.MalformedRecord as exc:
+                queue.reject(str(exc), raw.decode("utf-8", "replace").rstrip("\n"), "input", line=lineno)
+                continue
+            n_valid += 1
+            if ev.get(spec.LABEL) is not None:
+                labels[ev["tid"]] = int(ev[spec.LABEL])
+            dst.write(json.dumps(ev) + "\n")
+    _progress(f"{n_lines:,} events read, {n_lines - n_valid:,} rejected at input", progress)
+
+    # 2. The Flink job on the valid events.
+    flink_out = rdir / "flink-output"
+    flink_s = 0.0
+    if n_valid:
+        _progress(f"running the Flink job (watermark {watermark_seconds}s)", progress)
+        flink_s = run_flink(flink_in, flink_out, watermark_seconds, rdir / "flink.log")
+        _progress(f"Flink job finished in {flink_s:.1f}s", progress)
+
+    # 3. Both handlers on Kinesis-shaped batches, local clients.
+    store = LocalFeatureStoreRuntime(db)
+    publisher = SnapshotPublisher(snapshots_dir, store)
+    name, url, server = (None, None, None)
+    latencies: list[float] = []
+    n_decisions = n_late = n_flagged = enriched_count = 0
+    tp = fp = fn = 0
+    redelivered = lost = 0
+    handler_s = 0.0
+    lambda_log = (rdir / "lambda.log").open("w", encoding="utf-8")
+    try:
+        if n_valid:
+            name, url, server = _endpoint(work_dir, endpoint_url)
+            runtime = LocalSageMakerRuntime({name: url})
+            icfg = ingest.Config(failure_queue_url=queue_url)
+            scfg = score.Config(endpoint_name=name, failure_queue_url=queue_url, threshold=threshold)
+            decided: list[dict[str, Any]] = []
+
+            def collect(ds: list[dict[str, Any]]) -> None:
+                decided.extend(ds)
+
+            seq = 1
+            batch: list[str] = []
+
+            def flush() -> None:
+                nonlocal seq, handler_s, redelivered, lost
+                if not batch:
+                    return
+                pending = list(batch)
+                for _attempt in range(MAX_REDELIVERIES + 1):
+                    ev = common.kinesis_event(
+                        pending, start_sequence=seq, partition_keys=["0"] * len(pending)
+                    )
+                    seq += len(pending)
+                    t0 = time.perf_counter()
+                    with contextlib.redirect_stdout(lambda_log):
+                        r1 = ingest.process_batch(ev, featurestore=store, sqs=queue, config=icfg)
+                        t1 = time.perf_counter()
+                        r2 = score.process_batch(
+                            ev,
+                            featurestore=store,
+                            runtime=runtime,
+                            kinesis=sink,
+                            sqs=queue,
+                            config=scfg,
+                            on_decisions=collect,
+                        )
+                    t2 = time.perf_counter()
+                    handler_s += t2 - t0
+                    latencies.append((t2 - t1) * 1000)
+                    failed = {f["itemIdentifier"] for f in r1["batchItemFailures"] + r2["batchItemFailures"]}
+                    if not failed:
+                        break
+                    # Kinesis semantics: redeliver from the lowest failed sequence number on.
+                    recs = ev["Records"]
+                    first = min(i for i, r in enumerate(recs) if r["kinesis"]["sequenceNumber"] in failed)
+                    pending = pending[first:]
+                    redelivered += len(pending)
+                else:
+                    lost += len(pending)
+                    for line in pending:
+                        queue.reject("processing failed after redeliveries", line, "lambda")
+                batch.clear()
+
+            for line in enriched_lines(flink_out):
+                enriched_count += 1
+                try:
+                    day = int(json.loads(line)[spec.EVENT_TIME] // DAY)
+                except (ValueError, TypeError, KeyError):
+                    day = None
+                if day is not None and (publisher.published_day is None or day > publisher.published_day):
+                    flush()  # the previous day's events are scored on the previous snapshot
+                    publisher.advance_to(day)
+                    _progress(
+                        f"snapshot {time.strftime('%Y-%m-%d', time.gmtime(day * DAY))} published", progress
+                    )
+                batch.append(line)
+                if len(batch) >= batch_size:
+                    flush()
+            flush()
+            for d in decided:
+                n_decisions += 1
+                n_late += bool(d["late"])
+                n_flagged += bool(d["fraud"])
+                y = labels.get(d["tid"])
+                if y is not None:
+                    tp += int(d["fraud"] and y == 1)
+                    fp += int(d["fraud"] and y == 0)
+                    fn += int((not d["fraud"]) and y == 1)
+    finally:
+        lambda_log.close()
+        sink.close()
+        queue.close()
+        store.close()
+        if server is not None:
+            server.stop()
+
+    total_s = time.perf_counter() - t_start
+    summary: dict[str, Any] = {
+        "events": n_lines,
+        "decisions": n_decisions,
+        "rejects": queue.count,
+        "late": n_late,
+        "fraud_flagged": n_flagged,
+        "labelled": bool(labels),
+        "precision": (tp / (tp + fp) if tp + fp else 0.0) if labels else None,
+        "recall": (tp / (tp + fn) if tp + fn else 0.0) if labels else None,
+        "redelivered": redelivered,
+        "failed_after_redelivery": lost,
+        "snapshots_published": [time.strftime("%Y-%m-%d", time.gmtime(d * DAY)) for d in publisher.days],
+        "flink_seconds": round(flink_s, 3),
+        "flink_output_events": enriched_count,
+        "handler_seconds": round(handler_s, 3),
+        "throughput_events_per_s": round(n_decisions / handler_s, 1) if handler_s else None,
+        "end_to_end_events_per_s": round(n_lines / total_s, 1) if total_s else None,
+        "scoring_batch_latency_ms": {
+            "batch_size": batch_size,
+            "p50": _round(_percentile(latencies, 0.50)),
+            "p95": _round(_percentile(latencies, 0.95)),
+            "p99": _round(_percentile(latencies, 0.99)),
+        },
+        "decisions_path": str(out_path),
+        "rejects_path": str(rejects_path),
+        "endpoint": url,
+        "watermark_seconds": watermark_seconds,
+        "total_seconds": round(total_s, 3),
+    }
+    (rdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Human-readable summary block (the `local` runner prints it too)."""
+    lat = s["scoring_batch_latency_ms"]
+    lines = [
+        f"events {s['events']:,}  decisions {s['decisions']:,}  rejects {s['rejects']:,}  late {s['late']:,}  "
+        f"fraud flagged {s['fraud_flagged']:,}",
+    ]
+    if s.get("labelled"):
+        lines.append(f"precision {s['precision']:.3f}  recall {s['recall']:.3f}")
+    lines.append(
+        f"throughput {s['throughput_events_per_s']} events/s (handlers), {s['end_to_end_events_per_s']} events/s "
+        f"end to end incl. Flink {s['flink_seconds']}s"
+    )
+    lines.append(
+        f"scoring latency per batch of {lat['batch_size']}: p50 {lat['p50']} ms  p95 {lat['p95']} ms  "
+        f"p99 {lat['p99']} ms"
+    )
+    lines.append(f"decisions -> {s['decisions_path']}  rejects -> {s['rejects_path']}")
+    return "\n".join(lines)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="streaming path locally on an events file (Flink + both Lambdas)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--work-dir", required=True, help="directory of a previous `local` run")
+    p.add_argument("--events", required=True, help="events JSON lines")
+    p.add_argument("--out", required=True, help="decisions JSON lines (one per parsed event)")
+    p.add_argument("--rejects", default=None, help="rejects JSON lines (default: OUT.rejects.jsonl)")
+    p.add_argument("--watermark-seconds", type=int, default=DEFAULT_WATERMARK_SECONDS)
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Kinesis batch size for the Lambdas"
+    )
+    p.add_argument(
+        "--endpoint-url", default=None, help="use this running endpoint instead of the deployed model"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    try:
+        s = run_replay(
+            args.work_dir,
+            args.events,
+            args.out,
+            rejects_path=args.rejects,
+            watermark_seconds=args.watermark_seconds,
+            batch_size=args.batch_size,
+            endpoint_url=args.endpoint_url,
+        )
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    return 0

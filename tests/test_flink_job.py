@@ -1,0 +1,173 @@
+"""The Flink job on a small replay file: window bounds, peers, late routing, exact sums.
+
+Runs the real PyFlink job (subprocess in .venv-flink, one JVM for the whole module) and checks
+every on-time row against a brute-force reference of DESIGN.md's window [ts - 600 s, ts].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features import spec
+from streaming import sql
+
+pytestmark = [pytest.mark.flink, pytest.mark.xdist_group("flink")]
+
+ROOT = Path(__file__).resolve().parents[1]
+FLINK_PY = ROOT / ".venv-flink" / "bin" / "python"
+W = spec.SHORT_WINDOW
+T0 = 1_580_515_200.0  # 2020-02-01 00:00 UTC
+WATERMARK = 5
+
+
+def run_job(events: list, tmp: Path, watermark: int = WATERMARK) -> list[dict]:
+    if not FLINK_PY.exists():
+        pytest.skip("PyFlink environment .venv-flink missing (make install)")
+    src, out = tmp / "in.jsonl", tmp / "out"
+    src.write_text("".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events))
+    proc = subprocess.run(
+        [
+            str(FLINK_PY),
+            "streaming/job.py",
+            "--source-path",
+            str(src),
+            "--sink-path",
+            str(out),
+            "--watermark-seconds",
+            str(watermark),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = []
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and not p.name.startswith((".", "_")):
+            rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def ev(tid: str, card: int, amount: float, ts: float, **extra) -> dict:
+    return {"tid": tid, "cc_num": card, "amount": amount, "trans_ts": ts, **extra}
+
+
+def scenario() -> tuple[list, set[str]]:
+    """Arrival-ordered events and the tids that must come out late."""
+    e: list = [
+        ev("a0", 1, 10.0, T0),
+        ev("a1", 1, 20.0, T0 + 600),  # exactly 600 s later: a0 is inside (inclusive lower bound)
+        ev("a2", 1, 30.0, T0 + 600),  # peer of a1: both see each other
+        ev("a3", 1, 5.0, T0 + 1200),  # sees a1, a2 (600 s) but not a0
+        ev("a4", 1, 1.0, T0 + 1201),  # 601 s after a1/a2: excluded
+        ev("b0", 2, 7.0, T0 + 1202),
+        ev("b1", 2, 8.0, T0 + 1199),  # 3 s behind the max (watermark 5 s): on time, in b0's window
+        ev("b2", 2, 9.0, T0 + 1198),  # 4 s behind: on time
+        ev("late1", 1, 99.0, T0 + 300),  # far behind the watermark
+        ev("late2", 2, 3.0, T0 + 1202 - WATERMARK),  # exactly at the watermark: late (ts <= watermark)
+        ev("c0", 3, 50.0, T0 + 1300, merchant="m1", zip_code="12345", fraud_label=1),
+    ]
+    # A burst of 40 transactions on one card within a minute, with same-second ties.
+    for i in range(40):
+        e.append(ev(f"burst{i}", 4, 1.0 + i, T0 + 1310 + i // 3))
+    # Exactness: one card, 300 values 200 s apart spanning 0.01..9999.99 (many add/retract cycles).
+    rng = random.Random(7)
+    for i in range(300):
+        e.append(
+            ev(
+                f"x{i}",
+                5,
+                round(rng.choice([0.01, 0.5, 37.25, 9999.99, rng.uniform(0, 10000)]), 2),
+                T0 + 1400 + 200 * i,
+            )
+        )
+    e += [
+        "not json at all",  # undecodable: skipped by the source (the replay rejects it before Flink)
+        json.dumps({"tid": "nocard", "amount": 1.0, "trans_ts": T0 + 1400}),
+        json.dumps(ev("neg", 6, -1.0, T0 + 1400)),
+    ]
+    return e, {"late1", "late2"}
+
+
+def reference(events: list[dict], late: set[str]) -> dict[str, tuple[int, float]]:
+    """Brute force over on-time events: count and exact-sum average over [ts - 600, ts]."""
+    on_time = [x for x in events if x["tid"] not in late]
+    out = {}
+    for x in on_time:
+        win = [
+            y["amount"]
+            for y in on_time
+            if y["cc_num"] == x["cc_num"] and x["trans_ts"] - W.seconds <= y["trans_ts"] <= x["trans_ts"]
+        ]
+        out[x["tid"]] = (len(win), math.fsum(win) / len(win))
+    return out
+
+
+@pytest.fixture(scope="module")
+def job_output(tmp_path_factory) -> tuple[list, set[str], dict[str, dict]]:
+    events, late = scenario()
+    rows = run_job(events, tmp_path_factory.mktemp("flink"))
+    return events, late, {r["tid"]: r for r in rows}
+
+
+def test_every_decodable_event_comes_out_once(job_output):
+    events, _, rows = job_output
+    decodable = [e for e in events if not isinstance(e, str) or e.startswith("{")]
+    assert len(rows) == len(decodable)
+    assert sorted(rows) == sorted(
+        e["tid"] if isinstance(e, dict) else json.loads(e)["tid"] for e in decodable
+    )
+
+
+def test_on_time_windows_match_brute_force(job_output):
+    events, late, rows = job_output
+    valid = [e for e in events if isinstance(e, dict)]
+    ref = reference(valid, late)
+    assert len(ref) == len(valid) - len(late)
+    for tid, (n, avg) in ref.items():
+        r = rows[tid]
+        assert r["late"] is False, tid
+        assert r[W.count_name] == n, tid
+        assert math.isclose(r[W.avg_name], avg, rel_tol=1e-12, abs_tol=0.0), (tid, r[W.avg_name], avg)
+
+
+def test_window_bounds_and_peers(job_output):
+    _, _, rows = job_output
+    assert [rows[t][W.count_name] for t in ("a0", "a1", "a2", "a3", "a4")] == [1, 3, 3, 3, 2]
+    assert rows["a1"][W.avg_name] == rows["a2"][W.avg_name] == 20.0
+    assert rows["b0"][W.count_name] == 3  # b1, b2 arrived after b0 but within the watermark
+
+
+def test_late_events_flagged_and_kept(job_output):
+    _, late, rows = job_output
+    for tid in late:
+        r = rows[tid]
+        assert r["late"] is True
+        assert r[W.count_name] == 1 and r[W.avg_name] == r["amount"]
+    # A late event is not added to windows computed after it either (documented semantics).
+    assert rows["a3"][W.count_name] == 3
+
+
+def test_passthrough_and_invalid_rows(job_output):
+    _, _, rows = job_output
+    c0 = rows["c0"]
+    assert (c0["merchant"], c0["zip_code"], c0["fraud_label"], c0["cc_num"]) == ("m1", "12345", 1, 3)
+    assert c0["trans_ts"] == T0 + 1300
+    for tid in ("nocard", "neg"):
+        assert rows[tid][W.count_name] is None and rows[tid]["late"] is None
+
+
+def test_sql_module_is_what_the_job_runs():
+    # The job imports streaming.sql; make sure the script and module agree on the sink schema.
+    names = [n for n, _ in sql.OUTPUT_COLUMNS]
+    assert names[-3:] == [W.count_name, W.avg_name, "late"]
+    assert sys.version_info[:2] == (3, 11)

@@ -1,0 +1,476 @@
+"""Both stream Lambdas with Kinesis-shaped events: happy path, malformed input, throttling, partial failures."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+
+from features import spec
+from lambdas import common
+from lambdas.ingest_aggregates import handler as ingest
+from lambdas.score_transaction import handler as score
+from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+S, L = spec.SHORT_WINDOW, spec.LONG_WINDOW
+NO_SLEEP = common.RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0)
+QUEUE = "https://sqs.us-east-1.amazonaws.com/000000000000/failures"
+
+
+def enriched(tid, card, amount, ts, n=1, avg=None, late=False, **extra):
+    return {
+        "tid": tid,
+        "cc_num": card,
+        "amount": amount,
+        "trans_ts": ts,
+        S.count_name: n,
+        S.avg_name: amount if avg is None else avg,
+        "late": late,
+        **extra,
+    }
+
+
+class FakeRuntime:
+    """sagemaker-runtime stand-in: score = amount / 1000 per CSV row; records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def invoke_endpoint(self, *, EndpointName, Body, ContentType, Accept=None):
+        text = Body.decode()
+        self.calls.append((EndpointName, text, ContentType))
+        scores = [float(line.split(",")[0]) / 1000 for line in text.splitlines()]
+        body = "\n".join(repr(s) for s in scores).encode()
+        return {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentType": "text/csv"}
+
+
+class FakeKinesis:
+    def __init__(self, fail_first: int = 0):
+        self.calls, self.fail_first = [], fail_first
+
+    def put_records(self, *, StreamName, Records):
+        self.calls.append((StreamName, list(Records)))
+        out, failed = [], 0
+        for i, _ in enumerate(Records):
+            if len(self.calls) == 1 and i < self.fail_first:
+                out.append(
+                    {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
+                )
+                failed += 1
+            else:
+                out.append({"SequenceNumber": str(i), "ShardId": "shardId-0"})
+        return {"FailedRecordCount": failed, "Records": out}
+
+    def decisions(self):
+        return [json.loads(r["Data"]) for _, recs in self.calls for r in recs]
+
+
+class FakeSqs:
+    def __init__(self):
+        self.messages = []
+
+    def send_message_batch(self, *, QueueUrl, Entries):
+        assert len(Entries) <= 10
+        self.messages += [json.loads(e["MessageBody"]) for e in Entries]
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+@pytest.fixture
+def store(tmp_path):
+    fs = LocalFeatureStoreRuntime(tmp_path / "store.sqlite")
+    fg = spec.BATCH_FEATURE_GROUP
+    for card, n, avg in ((1, 10, 50.0), (2, 4, 0.0)):
+        fs.put_record(
+            FeatureGroupName=fg.name,
+            Record=[
+                {"FeatureName": spec.CARD_ID, "ValueAsString": str(card)},
+                {"FeatureName": L.count_name, "ValueAsString": str(n)},
+                {"FeatureName": L.avg_name, "ValueAsString": repr(avg)},
+                {"FeatureName": fg.event_time, "ValueAsString": "1580515200.0"},
+            ],
+        )
+    return fs
+
+
+def score_cfg(**kw):
+    return score.Config(failure_queue_url=QUEUE, **kw)
+
+
+MALFORMED = [
+    (b"{not json", "bad JSON"),
+    (json.dumps({"tid": "m1", "amount": 1.0, "trans_ts": 1.0}).encode(), "missing field(s): cc_num"),
+    (json.dumps(enriched("m2", "abc", 1.0, 1.0)).encode(), "cc_num must be"),
+    (json.dumps(enriched("m3", 1, -3.0, 1.0)).encode(), "amount must be >= 0"),
+    (b'{"tid": "m4", "cc_num": 1, "amount": Infinity, "trans_ts": 1.0}', "non-finite"),
+    (json.dumps(enriched("m5", 1, 1.0, 1.0, n="3")).encode(), S.count_name),
+    (json.dumps(enriched("m6", 1, 1.0, 1.0, late=None)).encode(), "late must be a boolean"),
+    ("\udcff".encode("utf-8", "surrogatepass"), "not UTF-8"),
+]
+
+
+# --- score_transaction ----------------------------------------------------------------------
+def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
+    runtime, kin, sqs = FakeRuntime(), FakeKinesis(), FakeSqs()
+    events = [
+        enriched("t1", 1, 100.0, 1.6e9, n=2, avg=80.0),
+        enriched("t2", 2, 7.5, 1.6e9 + 1, late=True),
+        enriched("t3", 3, 900.0, 1.6e9 + 2),
+        enriched("t4", 1, 40.0, 1.6e9 + 3, n=3, avg=60.0),
+    ]
+    calls = []
+    orig = store.batch_get_record
+    store.batch_get_record = lambda **kw: (calls.append(kw), orig(**kw))[1]
+    resp = score.process_batch(
+        common.kinesis_event(events),
+        featurestore=store,
+        runtime=runtime,
+        kinesis=kin,
+        sqs=sqs,
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []}
+    assert len(calls) == 1 and calls[0]["Identifiers"][0]["RecordIdentifiersValueAsString"] == ["1", "2", "3"]
+    assert len(runtime.calls) == 1 and runtime.calls[0][2] == "text/csv"
+    assert len(runtime.calls[0][1].splitlines()) == 4
+    decisions = {d["tid"]: d for d in kin.decisions()}
+    assert set(decisions) == {"t1", "t2", "t3", "t4"}
+    # t1: card 1 snapshot (10, 50.0): ratios from the spec formulas.
+    assert decisions["t1"]["features"] == {
+        "amount": 100.0,
+        "amt_ratio1": 80.0 / 50.0,
+        "amt_ratio2": 2.0,
+        "count_ratio": 0.2,
+    }
+    assert list(decisions["t1"]["features"]) == list(spec.MODEL_FEATURES)
+    # t2: avg_1w 0 -> ratios on avg are 0; t3: no snapshot at all -> every ratio 0.
+    assert decisions["t2"]["features"] == {
+        "amount": 7.5,
+        "amt_ratio1": 0.0,
+        "amt_ratio2": 0.0,
+        "count_ratio": 0.25,
+    }
+    assert decisions["t3"]["features"] == {
+        "amount": 900.0,
+        "amt_ratio1": 0.0,
+        "amt_ratio2": 0.0,
+        "count_ratio": 0.0,
+    }
+    assert decisions["t3"]["fraud"] is True and decisions["t1"]["fraud"] is False  # 0.9 >= 0.5 > 0.1
+    assert decisions["t2"]["late"] is True and decisions["t2"]["score"] == 7.5 / 1000
+    assert {d["cc_num"] for d in decisions.values()} == {1, 2, 3}
+    # Structured logs + EMF document.
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    emf = next(d for d in docs if "_aws" in d)
+    names = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Decisions", "FraudRate", "LateEvents", "BatchLatency"} <= names
+    assert (emf["Decisions"], emf["FraudFlagged"], emf["LateEvents"], emf["FraudRate"]) == (4, 1, 1, 0.25)
+
+
+def test_csv_body_is_bit_exact():
+    rows = [{"amount": 0.1, "amt_ratio1": 1 / 3, "amt_ratio2": 1e-300, "count_ratio": 2.0}]
+    line = score.to_csv(rows)
+    assert [float(x) for x in line.split(",")] == [0.1, 1 / 3, 1e-300, 2.0]
+
+
+def test_malformed_records_go_to_failure_queue_not_retried(store):
+    runtime, kin, sqs = FakeRuntime(), FakeKinesis(), FakeSqs()
+    good = [enriched(f"g{i}", 1, 10.0 * i, 1.6e9 + i) for i in range(3)]
+    payloads = [
+        json.dumps(good[0]).encode(),
+        *(m for m, _ in MALFORMED),
+        json.dumps(good[1]).encode(),
+        json.dumps(good[2]).encode(),
+    ]
+    event = common.kinesis_event(payloads, partition_keys=["k"] * len(payloads))
+    event["Records"].append(
+        {"kinesis": {"sequenceNumber": "999", "partitionKey": "k", "data": "%%%notbase64"}}
+    )
+    resp = score.process_batch(
+        event, featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs, config=score_cfg(), policy=NO_SLEEP
+    )
+    assert resp == {"batchItemFailures": []}  # malformed records are never retried
+    assert [d["tid"] for d in kin.decisions()] == ["g0", "g1", "g2"]
+    assert len(sqs.messages) == len(MALFORMED) + 1
+    for msg, (_, reason) in zip(sqs.messages, [*MALFORMED, (None, "not base64")], strict=True):
+        assert reason in msg["reason"], (msg["reason"], reason)
+        assert msg["source"] == "score_transaction" and msg["sequenceNumber"]
+    assert sqs.messages[0]["data"] == "{not json"
+
+
+def test_throttled_feature_store_is_retried_with_backoff(store):
+    client = boto3.client("sagemaker-featurestore-runtime", region_name="us-east-1")
+    stub = Stubber(client)
+    stub.add_client_error("batch_get_record", service_error_code="ThrottlingException", http_status_code=400)
+    stub.add_client_error("batch_get_record", service_error_code="ThrottlingException", http_status_code=400)
+    stub.add_response(
+        "batch_get_record",
+        {
+            "Records": [
+                {
+                    "FeatureGroupName": "cc-agg-batch-fg",
+                    "RecordIdentifierValueAsString": "1",
+                    "Record": [
+                        {"FeatureName": L.count_name, "ValueAsString": "4"},
+                        {"FeatureName": L.avg_name, "ValueAsString": "25.0"},
+                    ],
+                }
+            ],
+            "Errors": [],
+            "UnprocessedIdentifiers": [],
+        },
+        {"Identifiers": ANY},
+    )
+    sleeps = []
+    kin = FakeKinesis()
+    with stub:
+        resp = score.process_batch(
+            common.kinesis_event([enriched("t", 1, 50.0, 1.6e9)]),
+            featurestore=client,
+            runtime=FakeRuntime(),
+            kinesis=kin,
+            sqs=FakeSqs(),
+            config=score_cfg(),
+            policy=common.RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=1.0),
+            sleep=sleeps.append,
+        )
+        stub.assert_no_pending_responses()
+    assert resp == {"batchItemFailures": []}
+    assert len(sleeps) == 2 and all(0 <= s <= 0.02 for s in sleeps)
+    assert kin.decisions()[0]["features"]["amt_ratio2"] == 2.0
+
+
+def test_endpoint_throttling_exhausted_reports_whole_batch(store):
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    stub = Stubber(client)
+    for _ in range(NO_SLEEP.max_attempts):
+        stub.add_client_error(
+            "invoke_endpoint", service_error_code="ThrottlingException", http_status_code=429
+        )
+    events = [enriched("a", 1, 1.0, 1.0), enriched("b", 2, 2.0, 2.0)]
+    sqs = FakeSqs()
+    payloads = [json.dumps(events[0]), "garbage", json.dumps(events[1])]
+    with stub:
+        resp = score.process_batch(
+            common.kinesis_event(payloads, partition_keys=["1", "x", "2"]),
+            featurestore=store,
+            runtime=client,
+            kinesis=FakeKinesis(),
+            sqs=sqs,
+            config=score_cfg(),
+            policy=NO_SLEEP,
+        )
+        stub.assert_no_pending_responses()
+    seqs = [f"{i:056d}" for i in (1, 3)]
+    assert resp == {"batchItemFailures": [{"itemIdentifier": s} for s in seqs]}
+    assert len(sqs.messages) == 1  # the malformed one is NOT in the retry set
+
+
+def test_model_error_is_not_retried_in_place(store):
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    stub = Stubber(client)
+    stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424)
+    with stub:
+        resp = score.process_batch(
+            common.kinesis_event([enriched("a", 1, 1.0, 1.0)]),
+            featurestore=store,
+            runtime=client,
+            kinesis=FakeKinesis(),
+            sqs=FakeSqs(),
+            config=score_cfg(),
+            policy=NO_SLEEP,
+        )
+    assert resp["batchItemFailures"] == [{"itemIdentifier": f"{1:056d}"}]
+
+
+def test_put_records_partial_failure_resends_only_failed_entries(store):
+    kin = FakeKinesis(fail_first=2)
+    events = [enriched(f"t{i}", 1, float(i), float(i)) for i in range(5)]
+    resp = score.process_batch(
+        common.kinesis_event(events),
+        featurestore=store,
+        runtime=FakeRuntime(),
+        kinesis=kin,
+        sqs=FakeSqs(),
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []}
+    assert [len(recs) for _, recs in kin.calls] == [5, 2]
+    assert [json.loads(r["Data"])["tid"] for r in kin.calls[1][1]] == ["t0", "t1"]
+    assert all(r["PartitionKey"] == "1" for _, recs in kin.calls for r in recs)
+
+
+def test_put_records_never_delivered_reports_source_sequence_numbers(store):
+    class AlwaysFailing(FakeKinesis):
+        def put_records(self, *, StreamName, Records):
+            self.calls.append((StreamName, list(Records)))
+            recs = [
+                {"ErrorCode": "InternalFailure"}
+                if json.loads(r["Data"])["tid"] == "b"
+                else {"SequenceNumber": "1"}
+                for r in Records
+            ]
+            return {"FailedRecordCount": sum("ErrorCode" in r for r in recs), "Records": recs}
+
+    kin = AlwaysFailing()
+    events = [enriched("a", 1, 1.0, 1.0), enriched("b", 1, 2.0, 2.0), enriched("c", 1, 3.0, 3.0)]
+    resp = score.process_batch(
+        common.kinesis_event(events, start_sequence=41),
+        featurestore=store,
+        runtime=FakeRuntime(),
+        kinesis=kin,
+        sqs=FakeSqs(),
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    # Retries re-send only entry "b"; once retries run out its source record is reported.
+    assert [json.loads(r["Data"])["tid"] for r in kin.calls[1][1]] == ["b"]
+    assert resp["batchItemFailures"] == [{"itemIdentifier": f"{42:056d}"}]
+
+
+def test_failure_queue_down_reports_malformed_as_failures(store):
+    client = boto3.client("sqs", region_name="us-east-1")
+    stub = Stubber(client)
+    for _ in range(NO_SLEEP.max_attempts):
+        stub.add_client_error(
+            "send_message_batch", service_error_code="ServiceUnavailable", http_status_code=503
+        )
+    with stub:
+        resp = score.process_batch(
+            common.kinesis_event(["bad json"], partition_keys=["x"]),
+            featurestore=store,
+            runtime=FakeRuntime(),
+            kinesis=FakeKinesis(),
+            sqs=client,
+            config=score_cfg(),
+            policy=NO_SLEEP,
+        )
+    assert resp["batchItemFailures"] == [{"itemIdentifier": f"{1:056d}"}]
+
+
+def test_config_from_env():
+    cfg = score.Config.from_env(
+        {
+            "ENDPOINT_NAME": "ep",
+            "BATCH_FEATURE_GROUP_NAME": "fg",
+            "DECISIONS_STREAM_NAME": "ds",
+            "FAILURE_QUEUE_URL": "q",
+            "FRAUD_THRESHOLD": "0.7",
+            "METRICS_NAMESPACE": "ns",
+        }
+    )
+    assert (
+        cfg.endpoint_name,
+        cfg.batch_feature_group,
+        cfg.decisions_stream,
+        cfg.failure_queue_url,
+        cfg.threshold,
+        cfg.metrics_namespace,
+    ) == ("ep", "fg", "ds", "q", 0.7, "ns")
+    icfg = ingest.Config.from_env({"FEATURE_GROUP_NAME": "agg", "FAILURE_QUEUE_URL": ""})
+    assert icfg.feature_group == "agg" and icfg.failure_queue_url is None
+
+
+# --- ingest_aggregates ----------------------------------------------------------------------
+def test_ingest_writes_event_time_and_skips_late(store):
+    sqs = FakeSqs()
+    events = [
+        enriched("a", 7, 10.0, 1000.0, n=2, avg=15.0),
+        enriched("b", 7, 99.0, 500.0, late=True),
+        enriched("c", 8, 1.0, 2000.0),
+    ]
+    resp = ingest.process_batch(
+        common.kinesis_event([*events, "nope"], partition_keys=["7", "7", "8", "x"]),
+        featurestore=store,
+        sqs=sqs,
+        config=ingest.Config(failure_queue_url=QUEUE),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []}
+    fg = spec.STREAMING_FEATURE_GROUP.name
+    rec = {
+        f["FeatureName"]: f["ValueAsString"]
+        for f in store.get_record(FeatureGroupName=fg, RecordIdentifierValueAsString="7")["Record"]
+    }
+    assert rec == {"cc_num": "7", S.count_name: "2", S.avg_name: "15.0", "trans_time": "1000.0"}
+    assert len(sqs.messages) == 1 and "bad JSON" in sqs.messages[0]["reason"]
+    # An older (redelivered / reordered) event never replaces the newer record.
+    ingest.process_batch(
+        common.kinesis_event([enriched("z", 7, 5.0, 900.0, n=9, avg=1.0)]),
+        featurestore=store,
+        sqs=sqs,
+        config=ingest.Config(failure_queue_url=QUEUE),
+        policy=NO_SLEEP,
+    )
+    rec = {
+        f["FeatureName"]: f["ValueAsString"]
+        for f in store.get_record(FeatureGroupName=fg, RecordIdentifierValueAsString="7")["Record"]
+    }
+    assert rec[S.count_name] == "2"
+
+
+def test_ingest_throttling_retried_then_partial_failure(store):
+    client = boto3.client("sagemaker-featurestore-runtime", region_name="us-east-1")
+    stub = Stubber(client)
+    # record 1: throttled once then OK; record 2: throttled until retries run out; record 3: validation error.
+    stub.add_client_error("put_record", service_error_code="ThrottlingException", http_status_code=400)
+    stub.add_response("put_record", {}, {"FeatureGroupName": "cc-agg-fg", "Record": ANY})
+    for _ in range(NO_SLEEP.max_attempts):
+        stub.add_client_error("put_record", service_error_code="ServiceUnavailable", http_status_code=503)
+    stub.add_client_error("put_record", service_error_code="ValidationError", http_status_code=400)
+    sqs = FakeSqs()
+    events = [enriched("a", 1, 1.0, 1.0), enriched("b", 2, 1.0, 2.0), enriched("c", 3, 1.0, 3.0)]
+    with stub:
+        resp = ingest.process_batch(
+            common.kinesis_event(events),
+            featurestore=client,
+            sqs=sqs,
+            config=ingest.Config(failure_queue_url=QUEUE),
+            policy=NO_SLEEP,
+        )
+        stub.assert_no_pending_responses()
+    assert resp == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
+    assert len(sqs.messages) == 1 and "rejected by the feature store" in sqs.messages[0]["reason"]
+
+
+# --- common --------------------------------------------------------------------------------
+def test_retry_policy_full_jitter_bounds():
+    p = common.RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=0.5)
+    assert [p.delay(a, rng=lambda: 1.0) for a in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert p.delay(3, rng=lambda: 0.0) == 0.0
+
+
+def test_with_retries_only_retries_throttling():
+    from botocore.exceptions import ClientError
+
+    calls = []
+
+    def boom(code):
+        def f():
+            calls.append(code)
+            raise ClientError({"Error": {"Code": code, "Message": "x"}}, "Op")
+
+        return f
+
+    with pytest.raises(ClientError):
+        common.with_retries(boom("ValidationError"), policy=NO_SLEEP, sleep=lambda s: None)
+    assert calls == ["ValidationError"]
+    calls.clear()
+    with pytest.raises(ClientError):
+        common.with_retries(
+            boom("ProvisionedThroughputExceededException"), policy=NO_SLEEP, sleep=lambda s: None
+        )
+    assert len(calls) == NO_SLEEP.max_attempts
+
+
+def test_kinesis_event_shape():
+    ev = common.kinesis_event([{"cc_num": 5, "x": 1}], start_sequence=7)
+    rec = ev["Records"][0]["kinesis"]
+    assert rec["partitionKey"] == "5" and rec["sequenceNumber"] == f"{7:056d}"
+    assert json.loads(base64.b64decode(rec["data"])) == {"cc_num": 5, "x": 1}

@@ -1,0 +1,209 @@
+"""The local replay end to end (Flink job + both handlers + local store + local endpoint), no Spark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features import spec
+from streaming import events as events_mod
+from streaming import replay
+
+pytestmark = [pytest.mark.flink, pytest.mark.xdist_group("flink")]
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = spec.SNAPSHOT_PERIOD_SECONDS
+D0 = 18_293 * DAY  # 2020-02-01
+L = spec.LONG_WINDOW
+
+
+def make_work_dir(root: Path, snapshots: list[tuple[int, int, int, float]]) -> Path:
+    """A `local`-run layout: features/snapshots (Parquet) and endpoint/deployed.json with a small model."""
+    import xgboost as xgb
+
+    from training.model_artifact import write_model_archive
+
+    snap = root / "features" / "snapshots"
+    snap.mkdir(parents=True)
+    cards, cutoffs, ns, avgs = zip(*snapshots, strict=True)
+    pq.write_table(
+        pa.table(
+            {
+                spec.CARD_ID: pa.array(cards, pa.int64()),
+                "cutoff": pa.array(cutoffs, pa.int64()),
+                L.count_name: pa.array(ns, pa.int64()),
+                L.avg_name: pa.array(avgs, pa.float64()),
+            }
+        ),
+        snap / "part-0.parquet",
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 5, (400, len(spec.MODEL_FEATURES)))
+    y = (x[:, 2] > 2.5).astype(int)  # "fraud" when amt_ratio2 is high
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(x, label=y), 10)
+    model = write_model_archive(booster, root / "model" / "model.tar.gz")
+    (root / "endpoint").mkdir()
+    (root / "endpoint" / "deployed.json").write_text(
+        json.dumps({"model_data": str(model), "version": 1, "endpoint_name": spec.ENDPOINT_NAME})
+    )
+    return root
+
+
+def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
+    if not (ROOT / ".venv-flink" / "bin" / "python").exists():
+        pytest.skip("PyFlink environment .venv-flink missing")
+    # Card 1's snapshot changes at midnight; card 2 has none the first day; card 9 never has one.
+    work = make_work_dir(
+        tmp_path / "work",
+        [
+            (1, D0, 10, 20.0),
+            (1, D0 + DAY, 5, 40.0),
+            (2, D0 + DAY, 4, 10.0),
+        ],
+    )
+    ev = [
+        {"tid": "a", "cc_num": 1, "amount": 60.0, "trans_ts": D0 + 3600.0, "fraud_label": 1},
+        {"tid": "b", "cc_num": 1, "amount": 20.0, "trans_ts": D0 + 3660.0, "fraud_label": 0},
+        {"tid": "c", "cc_num": 2, "amount": 30.0, "trans_ts": D0 + 7200.0, "fraud_label": 0},
+        {"tid": "d", "cc_num": 1, "amount": 80.0, "trans_ts": D0 + DAY + 60.0, "fraud_label": 1},  # next day
+        {"tid": "e", "cc_num": 2, "amount": 30.0, "trans_ts": D0 + DAY + 120.0, "fraud_label": 0},
+        {"tid": "f", "cc_num": 9, "amount": 5.0, "trans_ts": D0 + DAY + 130.0},
+        {
+            "tid": "late",
+            "cc_num": 1,
+            "amount": 1.0,
+            "trans_ts": D0 + 3700.0,
+            "fraud_label": 0,
+        },  # a day behind
+    ]
+    lines = [json.dumps(e) for e in ev] + [
+        "{broken",
+        json.dumps({"tid": "neg", "cc_num": 1, "amount": -1.0, "trans_ts": D0 + 5.0}),
+        json.dumps({"tid": "nan", "cc_num": 1, "amount": float("nan"), "trans_ts": D0 + 5.0}),
+        json.dumps({"tid": "str", "cc_num": 1, "amount": "12", "trans_ts": D0 + 5.0}),
+        json.dumps({"tid": "nots", "cc_num": 1, "amount": 2.0}),
+    ]
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "decisions.jsonl"
+    s = replay.run_replay(work, events_path, out, progress=False)
+
+    decisions = {d["tid"]: d for d in map(json.loads, out.read_text().splitlines())}
+    assert set(decisions) == {e["tid"] for e in ev}
+    rejects = [json.loads(x) for x in (tmp_path / "decisions.rejects.jsonl").read_text().splitlines()]
+    reasons = {r["data"][:12]: r["reason"] for r in rejects}
+    assert len(rejects) == 5 and all(r["reason"] for r in rejects)
+    assert "bad JSON" in reasons["{broken"]
+    assert any("amount must be >= 0" in r for r in reasons.values())
+    assert any("non-finite" in r for r in reasons.values())
+    assert any("amount must be a number" in r for r in reasons.values())
+    assert any("missing field(s): trans_ts" in r for r in reasons.values())
+
+    f = {t: d["features"] for t, d in decisions.items()}
+    assert list(f["a"]) == list(spec.MODEL_FEATURES)
+    # Day 0 uses cut-off D0 (10, 20.0); b's 10-min window holds a and b.
+    assert f["a"] == {"amount": 60.0, "amt_ratio1": 3.0, "amt_ratio2": 3.0, "count_ratio": 0.1}
+    assert f["b"] == {"amount": 20.0, "amt_ratio1": 40.0 / 20.0, "amt_ratio2": 1.0, "count_ratio": 0.2}
+    assert f["c"] == {
+        "amount": 30.0,
+        "amt_ratio1": 0.0,
+        "amt_ratio2": 0.0,
+        "count_ratio": 0.0,
+    }  # no snapshot yet
+    # After midnight the next cut-off is published before day 1 is scored.
+    assert f["d"] == {"amount": 80.0, "amt_ratio1": 2.0, "amt_ratio2": 2.0, "count_ratio": 0.2}
+    assert f["e"] == {"amount": 30.0, "amt_ratio1": 3.0, "amt_ratio2": 3.0, "count_ratio": 0.25}
+    assert f["f"] == {"amount": 5.0, "amt_ratio1": 0.0, "amt_ratio2": 0.0, "count_ratio": 0.0}
+    assert decisions["late"]["late"] is True and sum(d["late"] for d in decisions.values()) == 1
+    assert all(0.0 <= d["score"] <= 1.0 and d["fraud"] == (d["score"] >= 0.5) for d in decisions.values())
+
+    assert (s["events"], s["decisions"], s["rejects"], s["late"]) == (12, 7, 5, 1)
+    assert s["fraud_flagged"] == sum(d["fraud"] for d in decisions.values())
+    labels = {e["tid"]: e.get("fraud_label") for e in ev}
+    tp = sum(d["fraud"] and labels[t] == 1 for t, d in decisions.items())
+    fp = sum(d["fraud"] and labels[t] == 0 for t, d in decisions.items())
+    fn = sum((not d["fraud"]) and labels[t] == 1 for t, d in decisions.items())
+    assert s["precision"] == (tp / (tp + fp) if tp + fp else 0.0)
+    assert s["recall"] == (tp / (tp + fn) if tp + fn else 0.0)
+    assert s["snapshots_published"] == ["2020-02-01", "2020-02-02"]
+    assert s["scoring_batch_latency_ms"]["p50"] > 0 and s["throughput_events_per_s"] > 0
+    assert json.loads((work / "replay" / "summary.json").read_text())["decisions"] == 7
+    # The streaming feature group got the on-time aggregates (event time = trans_ts), not the late one.
+    from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+    store = LocalFeatureStoreRuntime(work / "replay" / "online-store.sqlite")
+    rec = store.get_record(
+        FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="1"
+    )
+    assert {x["FeatureName"]: x["ValueAsString"] for x in rec["Record"]}["trans_time"] == repr(
+        D0 + DAY + 60.0
+    )
+    assert "replay" in replay.format_summary(s) or "decisions" in replay.format_summary(s)
+
+
+def test_replay_cli_user_errors(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    replay.add_commands(parser.add_subparsers())
+    (tmp_path / "e.jsonl").write_text("{}\n")
+    args = parser.parse_args(
+        [
+            "replay",
+            "--work-dir",
+            str(tmp_path / "nope"),
+            "--events",
+            str(tmp_path / "e.jsonl"),
+            "--out",
+            str(tmp_path / "d.jsonl"),
+        ]
+    )
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: snapshot table not found")
+    args = parser.parse_args(
+        [
+            "replay",
+            "--work-dir",
+            str(tmp_path),
+            "--events",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "d.jsonl"),
+        ]
+    )
+    assert args.handler(args) == 2
+    assert "events file not found" in capsys.readouterr().err
+
+
+def test_transactions_to_events_window_and_bounded_shuffle(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "tid": [f"t{i}" for i in range(200)],
+            "datetime": pd.to_datetime(D0 + np.arange(200) * 2, unit="s", utc=True).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+            "cc_num": np.arange(200) % 7 + 4_000_000_000_000_000,
+            "amount": np.round(np.linspace(0.01, 999.0, 200), 2),
+            "fraud_label": np.arange(200) % 2,
+        }
+    )
+    out = tmp_path / "ev.jsonl"
+    summary = events_mod.transactions_to_events(
+        df, out, start=D0 + 100, end="2020-02-01 00:06:00", shuffle_within_seconds=4, seed=3
+    )
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert summary["events"] == len(rows) == 130  # [D0+100, D0+360)
+    assert {r["tid"] for r in rows} == {f"t{i}" for i in range(50, 180)}
+    assert isinstance(rows[0]["cc_num"], int) and rows[0]["trans_ts"] >= D0 + 100
+    ts = [r["trans_ts"] for r in rows]
+    assert ts != sorted(ts)  # shuffled ...
+    assert all(max(ts[: i + 1]) - t < 4 for i, t in enumerate(ts))  # ... but never 4 s behind the max
+    assert events_mod.transactions_to_events(df, tmp_path / "all.jsonl")["events"] == 200
