@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "xgboost": __import__("xgboost").__version__,
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         },
         "model": {
             "trees": booster.num_boosted_rounds(),

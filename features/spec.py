@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy stays out of the Lambda zips, which carry only the stdlib and boto3
+    import numpy as np
 
 # --- Raw data -----------------------------------------------------------------
 TRANSACTION_COLUMNS: tuple[str, ...] = ("tid", "datetime", "cc_num", "amount", "fraud_label")
@@ -83,6 +84,8 @@ def safe_ratio(numerator: float, denominator: float) -> float:
 
 def safe_ratio_array(numerator: Any, denominator: Any) -> np.ndarray:
     """Vectorised ratio with the 0-denominator rule (pandas/NumPy paths)."""
+    import numpy as np
+
     num = np.asarray(numerator, dtype=np.float64)
     den = np.asarray(denominator, dtype=np.float64)
     out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)

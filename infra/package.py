@@ -222,7 +222,11 @@ def find_connector_jar(explicit: str | None, repo: Path = REPO) -> Path:
         raise PackagingError(f"{jar} is not a jar (zip) file - an interrupted download? {CONNECTOR_HELP}")
     with zipfile.ZipFile(jar) as zf:
         names = zf.namelist()
-    if not any(n.startswith("org/apache/flink/connector/kinesis/") for n in names):
+    kinesis_packages = (
+        "org/apache/flink/connector/kinesis/",
+        "org/apache/flink/streaming/connectors/kinesis/",
+    )
+    if not any(n.startswith(kinesis_packages) for n in names):
         raise PackagingError(f"{jar} does not contain the Flink Kinesis connector classes; {CONNECTOR_HELP}")
     return jar
 

@@ -175,8 +175,8 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     cc = obj[spec.CARD_ID]
     if isinstance(cc, float) and cc.is_integer():
         cc = int(cc)
-    if not _is_int(cc) or cc < 0:
-        raise MalformedRecord(f"{spec.CARD_ID} must be a non-negative integer, got {cc!r}")
+    if not _is_int(cc) or not 0 <= cc < 2**63:
+        raise MalformedRecord(f"{spec.CARD_ID} must be a non-negative 64-bit integer, got {cc!r}")
     out[spec.CARD_ID] = cc
     for name in (spec.AMOUNT, spec.EVENT_TIME):
         v = obj[name]
@@ -205,6 +205,14 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     return out
 
 
+def _no_constants(name: str) -> Any:
+    raise MalformedRecord(f"non-finite JSON literal {name}")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+"""One strict decoder for every record (json.loads with options would build one per call)."""
+
+
 def parse_event(raw: bytes | str, *, enriched: bool = False) -> dict[str, Any]:
     """Decode UTF-8 JSON (strict: NaN/Infinity literals are rejected) and validate it."""
     try:
@@ -212,11 +220,8 @@ def parse_event(raw: bytes | str, *, enriched: bool = False) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise MalformedRecord(f"not UTF-8: {exc}") from None
 
-    def _no_constants(name: str) -> Any:
-        raise MalformedRecord(f"non-finite JSON literal {name}")
-
     try:
-        obj = json.loads(text, parse_constant=_no_constants)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedRecord(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     return validate_event(obj, enriched=enriched)

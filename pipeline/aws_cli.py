@@ -288,7 +288,8 @@ def wait_for_execution(
         status = execution["PipelineExecutionStatus"]
         if status in TERMINAL_STATUSES:
             reason = execution.get("FailureReason")
-            print(f"execution {status}" + (f": {reason}" if reason else ""), file=out, flush=True)
+            line = f"execution {status}" + (f": {reason}" if reason else "")
+            print(f"{datetime.now(UTC):%H:%M:%S} {line}", file=out, flush=True)
             return status
         if timeout_seconds is not None and clock() - started >= timeout_seconds:
             raise CliError(

@@ -31,6 +31,7 @@ from pipeline.parameters import DEFAULT_PREFIX, parameter_specs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SPARK_VERSION = "3.5"
+SPARK_PY_VERSION = "py312"
 XGBOOST_VERSION = "3.0-5"
 """Built-in XGBoost image; matches the pinned local xgboost (3.0.5) so one artifact serves both."""
 
@@ -331,9 +332,20 @@ def _build(config: PipelineConfig, session: Any) -> Any:
     }
     region, role = config.region, config.role_arn
     code = config.code_uri
-    run_uri = Join(on="/", values=[config.base_uri, "executions", ExecutionVariables.PIPELINE_EXECUTION_ID])
+
+    def run_uri(*parts: str) -> Any:
+        """s3://bucket/prefix/executions/<execution id>/<parts>: every run writes its own prefix."""
+        return Join(
+            on="/", values=[config.base_uri, "executions", ExecutionVariables.PIPELINE_EXECUTION_ID, *parts]
+        )
+
+    # The py312 flavour of the Spark 3.5 image: the job's code (and features/) needs Python >= 3.11.
     spark_image = image_uris.retrieve(
-        "spark", region=region, version=SPARK_VERSION, instance_type="ml.m5.xlarge"
+        "spark",
+        region=region,
+        version=SPARK_VERSION,
+        py_version=SPARK_PY_VERSION,
+        instance_type="ml.m5.xlarge",
     )
     xgboost_image = image_uris.retrieve("xgboost", region=region, version=XGBOOST_VERSION)
     # Training and evaluation are pure functions of their inputs: reuse them when a re-run
@@ -359,7 +371,7 @@ def _build(config: PipelineConfig, session: Any) -> Any:
             "--input",
             params["InputDataUrl"],
             "--output",
-            SPARK_OUTPUT_DIR,
+            run_uri("features"),
             # One token so an empty SnapshotDate (= the run day) stays a valid argument.
             Join(on="", values=["--snapshot-date=", params["SnapshotDate"]]),
             "--feature-group",
@@ -369,11 +381,15 @@ def _build(config: PipelineConfig, session: Any) -> Any:
             "--region",
             region,
         ],
+        # Spark writes straight to S3 (part files from the executors of every instance, so any
+        # ProcessingInstanceCount is correct); the outputs declare the same prefixes so training
+        # and evaluation read them through step properties (dependency, lineage, cache reuse).
+        # Their local directories stay empty: the end-of-job upload adds nothing.
         outputs=[
             ProcessingOutput(
                 output_name=name,
                 s3_output=ProcessingS3Output(
-                    s3_uri=Join(on="/", values=[run_uri, "features", name]),
+                    s3_uri=run_uri("features", name),
                     local_path=f"{SPARK_OUTPUT_DIR}/{name}",
                     s3_upload_mode="EndOfJob",
                 ),
@@ -471,7 +487,7 @@ def _build(config: PipelineConfig, session: Any) -> Any:
             ProcessingOutput(
                 output_name="evaluation",
                 s3_output=ProcessingS3Output(
-                    s3_uri=Join(on="/", values=[run_uri, "evaluation"]),
+                    s3_uri=run_uri("evaluation"),
                     local_path=f"{PROCESSING_ROOT}/evaluation",
                     s3_upload_mode="EndOfJob",
                 ),
@@ -576,6 +592,9 @@ def _build(config: PipelineConfig, session: Any) -> Any:
         parameters=list(params.values()),
         steps=[step_aggregate, step_train, step_evaluate, step_check],
         sagemaker_session=session,
+        # No automatic SageMaker Experiments trial per run: it would need Experiments permissions on
+        # the execution role (least privilege), and Studio's pipeline view already tracks every run.
+        pipeline_experiment_config=None,
     )
 
 
@@ -624,6 +643,6 @@ def pipeline_definition(config: PipelineConfig) -> str:
     """The pipeline definition JSON (what CreatePipeline takes), generated offline."""
     with offline_aws(config.region, config.bucket) as session:
         definition = json.loads(_build(config, session).definition())
-    if definition.get("MlflowConfig") is None:  # SDK 3.x emits a null key the service does not need
-        definition.pop("MlflowConfig", None)
+    # SDK 3.x emits null top-level keys (MlflowConfig, PipelineExperimentConfig): leave them out.
+    definition = {key: value for key, value in definition.items() if value is not None}
     return json.dumps(definition, indent=2)

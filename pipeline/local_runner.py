@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from features import spec
+from pipeline.parameters import DEFAULT_MIN_PR_AUC
 
 DEFAULT_WORK_DIR = Path("work/local")
 FULL_SCALE_ROWS = 5_400_000
-DEFAULT_MIN_PR_AUC = 0.7
 DEFAULT_ENDPOINT_PORT = 8080
 DEPLOYED_FILE = "deployed.json"
 

@@ -22,6 +22,8 @@ class ParameterSpec:
 
 
 DEFAULT_PREFIX = "fraud-detection"
+DEFAULT_MIN_PR_AUC = 0.75
+"""Quality gate on test pr_auc, the same on AWS (MinPrAuc) and locally (--min-pr-auc)."""
 """Key prefix of everything the pipeline reads and writes in the artifact bucket."""
 
 
@@ -48,7 +50,7 @@ def parameter_specs(bucket: str, prefix: str = DEFAULT_PREFIX) -> tuple[Paramete
             "PendingManualApproval",
             "Approval status of the registered version (Approved deploys at once)",
         ),
-        ParameterSpec("MinPrAuc", "Float", 0.75, "Quality gate: minimum test pr_auc to register the model"),
+        ParameterSpec("MinPrAuc", "Float", DEFAULT_MIN_PR_AUC, "Quality gate: minimum test pr_auc to register the model"),
         ParameterSpec(
             "EndpointName", "String", spec.ENDPOINT_NAME, "Endpoint the deploy step creates or updates"
         ),

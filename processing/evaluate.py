@@ -208,9 +208,18 @@ def plot_curves(
         color="crimson",
         label=f"threshold {thr:g}",
     )
-    ax_roc.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
+    # Log x-axis: with ~0.3 % positives the useful operating points sit at false-positive rates << 1 %.
+    negatives = max(1, int(np.count_nonzero(np.asarray(y_true) == 0)))
+    low = 0.5 / negatives
+    chance = np.logspace(np.log10(low), 0, 50)
+    ax_roc.plot(chance, chance, ls=":", color="grey", label="chance")
+    ax_roc.set_xscale("log")
     ax_roc.set(
-        xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.02)
+        xlabel="false positive rate (log scale)",
+        ylabel="true positive rate",
+        title="ROC",
+        xlim=(low, 1),
+        ylim=(0, 1.02),
     )
     ax_roc.legend(loc="lower right")
     fig.tight_layout()

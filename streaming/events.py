@@ -50,10 +50,12 @@ def transactions_to_events(
     end: Any = None,
     shuffle_within_seconds: float = 0,
     seed: int = 0,
+    max_events: int | None = None,
 ) -> dict[str, Any]:
     """Write the transactions with start <= time < end as events JSONL; return a small summary.
 
-    `start`/`end`: epoch seconds, or anything pandas reads as a UTC timestamp."""
+    `start`/`end`: epoch seconds, or anything pandas reads as a UTC timestamp. `max_events` keeps
+    the earliest events of the window (a contiguous stretch of time, so its windows stay whole)."""
     df = _load(df_or_path)
     ts = _epoch_seconds(df)
     lo, hi = _bound(start), _bound(end)
@@ -72,6 +74,9 @@ def transactions_to_events(
     )
     if spec.LABEL in df.columns:
         out[spec.LABEL] = df[spec.LABEL].astype("int64")[mask].to_numpy()
+    if max_events is not None and len(out) > max_events:
+        first = np.lexsort((out["tid"].to_numpy(), out[spec.EVENT_TIME].to_numpy()))[: max(0, max_events)]
+        out = out.iloc[np.sort(first)].reset_index(drop=True)
     arrival = out[spec.EVENT_TIME].to_numpy().copy()
     if shuffle_within_seconds > 0:
         arrival += np.random.default_rng(seed).uniform(0, shuffle_within_seconds, len(out))

@@ -49,7 +49,11 @@ def config_from_properties(props: dict[str, str]) -> tuple[sql.ConnectorConfig, 
     return conn, int(float(props.get("watermark.seconds", DEFAULT_WATERMARK_SECONDS)))
 
 
-def build_table_env(parallelism: int | None = None):
+IDLE_TIMEOUT = "30 s"
+"""A Kinesis shard without traffic must not hold the watermark (and every window) back forever."""
+
+
+def build_table_env(parallelism: int | None = None, idle_timeout: str | None = None):
     """Streaming-mode TableEnvironment in UTC (late routing needs watermarks: never batch mode)."""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
@@ -58,12 +62,14 @@ def build_table_env(parallelism: int | None = None):
     conf.set("table.local-time-zone", "UTC")
     if parallelism:
         conf.set("parallelism.default", str(parallelism))
+    if idle_timeout:
+        conf.set("table.exec.source.idle-timeout", idle_timeout)
     return t_env
 
 
 def run(conn: sql.ConnectorConfig, watermark_seconds: int, parallelism: int | None = None, wait: bool = True):
     """Create the tables and submit the INSERT; wait for a bounded (local) run to finish."""
-    t_env = build_table_env(parallelism)
+    t_env = build_table_env(parallelism, IDLE_TIMEOUT if conn.kind == "kinesis" else None)
     *ddl, insert = sql.statements(conn, watermark_seconds)
     for stmt in ddl:
         t_env.execute_sql(stmt)

@@ -361,9 +361,13 @@ def run_replay(
 
             for line in enriched_lines(flink_out):
                 enriched_count += 1
+                # Event time advances with the on-time rows only: a late row can come out of Flink
+                # ahead of on-time rows still waiting for the watermark (the OVER branch is
+                # shuffled by card), so it must not move the snapshot day forward.
                 try:
-                    day = int(json.loads(line)[spec.EVENT_TIME] // DAY)
-                except (ValueError, TypeError, KeyError):
+                    row = json.loads(line)
+                    day = None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY)
+                except (ValueError, TypeError, KeyError, AttributeError):
                     day = None
                 if day is not None and (publisher.published_day is None or day > publisher.published_day):
                     flush()  # the previous day's events are scored on the previous snapshot

@@ -72,13 +72,9 @@ class ConnectorConfig:
         if self.kind == "filesystem":
             opts = {"connector": "filesystem", "path": self.source, "format": "json"}
         elif self.kind == "kinesis":
-            opts = {
-                "connector": "kinesis",
-                "stream": self.source,
-                "aws.region": self.region,
-                "scan.stream.initpos": self.init_position,
-                "format": "json",
-            }
+            opts = {"connector": "kinesis", **_kinesis_stream(self.source), "aws.region": self.region}
+            key = "source.init.position" if _is_arn(self.source) else "scan.stream.initpos"
+            opts |= {key: self.init_position, "format": "json"}
         else:
             raise ValueError(f"unknown connector kind {self.kind!r}")
         # Absent optional fields are NULL. Undecodable records cannot be carried (no field
@@ -92,13 +88,23 @@ class ConnectorConfig:
         elif self.kind == "kinesis":
             opts = {
                 "connector": "kinesis",
-                "stream": self.sink,
+                **_kinesis_stream(self.sink),
                 "aws.region": self.region,
                 "format": "json",
             }
         else:
             raise ValueError(f"unknown connector kind {self.kind!r}")
         return opts | self.extra_sink
+
+
+def _is_arn(stream: str) -> bool:
+    return stream.startswith("arn:")
+
+
+def _kinesis_stream(stream: str) -> dict[str, str]:
+    """A stream ARN selects the 5.x connector options (`flink-sql-connector-kinesis` 5.x, the one for
+    Flink 1.20); a bare name the 4.x ones (`stream`, `scan.stream.initpos`)."""
+    return {"stream.arn": stream} if _is_arn(stream) else {"stream": stream}
 
 
 def _with(options: dict[str, str]) -> str:

@@ -87,8 +87,16 @@ def test_status_of_latest_execution_lists_steps(aws):
     latest = aws_cli.start_execution(sm, "fraud-detection-pipeline", [])
     assert aws_cli.latest_execution_arn(sm, "fraud-detection-pipeline") in (first, latest)
     steps = [
-        {"StepName": "AggregateFeatures", "StepDisplayName": "Aggregate features (Spark)", "StepStatus": "Succeeded"},
-        {"StepName": "TrainModel", "StepStatus": "Succeeded", "CacheHitResult": {"SourcePipelineExecutionArn": "x"}},
+        {
+            "StepName": "AggregateFeatures",
+            "StepDisplayName": "Aggregate features (Spark)",
+            "StepStatus": "Succeeded",
+        },
+        {
+            "StepName": "TrainModel",
+            "StepStatus": "Succeeded",
+            "CacheHitResult": {"SourcePipelineExecutionArn": "x"},
+        },
     ]
     out = io.StringIO()
     status = aws_cli.execution_status(_WithSteps(sm, steps), latest, out)
@@ -107,8 +115,10 @@ def test_status_without_executions_is_a_clear_error(aws):
 
 
 def _execution(status: str, reason: str | None = None) -> dict:
-    response = {"PipelineExecutionArn": "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/e1",
-                "PipelineExecutionStatus": status}
+    response = {
+        "PipelineExecutionArn": "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/e1",
+        "PipelineExecutionStatus": status,
+    }
     if reason:
         response["FailureReason"] = reason
     return response
@@ -132,7 +142,9 @@ def test_wait_prints_each_change_once_and_returns_the_final_status():
                 _step("TrainModel", "Succeeded"),
                 _step("EvaluateModel", "Succeeded"),
                 _step("CheckPrAuc", "Succeeded"),
-                _step("PrAucBelowThreshold", "Failed", FailureReason="Test pr_auc 0.61 is below MinPrAuc 0.75"),
+                _step(
+                    "PrAucBelowThreshold", "Failed", FailureReason="Test pr_auc 0.61 is below MinPrAuc 0.75"
+                ),
             ],
             "Failed",
         ),
@@ -144,7 +156,9 @@ def test_wait_prints_each_change_once_and_returns_the_final_status():
             {"PipelineExecutionArn": arn, "SortOrder": "Ascending"},
         )
         reason = "Step failure: PrAucBelowThreshold" if status == "Failed" else None
-        stub.add_response("describe_pipeline_execution", _execution(status, reason), {"PipelineExecutionArn": arn})
+        stub.add_response(
+            "describe_pipeline_execution", _execution(status, reason), {"PipelineExecutionArn": arn}
+        )
     sleeps: list[float] = []
     out = io.StringIO()
     with stub:
@@ -173,32 +187,46 @@ def test_wait_gives_up_after_timeout():
     ticks = iter([0.0, 100.0])
     with stub, pytest.raises(aws_cli.CliError, match="gave up waiting after 60 s"):
         aws_cli.wait_for_execution(
-            client, "arn:x", timeout_seconds=60, out=io.StringIO(), sleep=lambda s: None, clock=lambda: next(ticks)
+            client,
+            "arn:x",
+            timeout_seconds=60,
+            out=io.StringIO(),
+            sleep=lambda s: None,
+            clock=lambda: next(ticks),
         )
 
 
+@pytest.mark.xdist_group("sagemaker")  # builds the definition: share the SDK import with its tests
 def test_upsert_uploads_code_then_creates_and_updates(aws, capsys, monkeypatch):
-    from pipeline.definition import build_code_bundle
+    from pipeline import definition
 
+    bundle = definition.build_code_bundle()
+    # Pin the bundle: other work in the tree may change the sources while this test runs.
+    monkeypatch.setattr(definition, "build_code_bundle", lambda root=None: bundle)
     aws.client("s3").create_bucket(Bucket=BUCKET)
     argv = ("upsert", "--region", REGION, "--role-arn", ROLE, "--bucket", BUCKET)
     assert _run(*argv) == 0
     captured = capsys.readouterr()
     assert "pipeline created: arn:aws:sagemaker:us-east-1:" in captured.out
-    bundle = build_code_bundle()
     prefix = f"fraud-detection/code/{bundle.version}/"
     keys = {o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
     assert keys == {prefix + name for name in bundle.files}
-    stored = json.loads(aws.client("sagemaker").describe_pipeline(PipelineName="fraud-detection-pipeline")[
-        "PipelineDefinition"
-    ])
+    stored = json.loads(
+        aws.client("sagemaker").describe_pipeline(PipelineName="fraud-detection-pipeline")[
+            "PipelineDefinition"
+        ]
+    )
     uris = json.dumps(stored)
-    assert f"s3://{BUCKET}/fraud-detection/code/{bundle.version}/deps.zip" in uris  # definition names uploaded code
+    assert (
+        f"s3://{BUCKET}/fraud-detection/code/{bundle.version}/deps.zip" in uris
+    )  # definition names uploaded code
 
     assert _run(*argv) == 0
     captured = capsys.readouterr()
     assert "pipeline updated" in captured.out
-    assert f"0 of {len(bundle.files)} files uploaded" in captured.err  # content-addressed: nothing re-uploaded
+    assert (
+        f"0 of {len(bundle.files)} files uploaded" in captured.err
+    )  # content-addressed: nothing re-uploaded
 
 
 def test_upsert_requires_role_and_an_existing_bucket(aws, capsys):
@@ -241,7 +269,11 @@ def test_approve_on_aws_and_local_delegation(aws, capsys, monkeypatch):
     import pipeline.local_runner as local_runner
 
     seen = []
-    monkeypatch.setattr(local_runner, "approve_local", lambda args: seen.append((args.work_dir, args.version, args.status)) or 0)
+    monkeypatch.setattr(
+        local_runner,
+        "approve_local",
+        lambda args: seen.append((args.work_dir, args.version, args.status)) or 0,
+    )
     assert _run("approve", "--work-dir", "work/demo", "--version", "3", "--status", "Rejected") == 0
     assert seen == [("work/demo", 3, "Rejected")]
     assert _run("approve") == 2

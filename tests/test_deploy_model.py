@@ -92,7 +92,9 @@ def test_approved_package_creates_model_config_endpoint_then_is_idempotent(sm):
     model = sm.describe_model(ModelName=first["model_name"])
     assert model["Containers"] == [{"ModelPackageName": arn}]
     assert model["ExecutionRoleArn"] == ROLE
-    (variant,) = sm.describe_endpoint_config(EndpointConfigName=first["endpoint_config_name"])["ProductionVariants"]
+    (variant,) = sm.describe_endpoint_config(EndpointConfigName=first["endpoint_config_name"])[
+        "ProductionVariants"
+    ]
     assert variant["ModelName"] == first["model_name"]
     assert variant["InstanceType"] == "ml.m5.large" and variant["InitialInstanceCount"] == 1
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == first["endpoint_config_name"]
@@ -117,7 +119,9 @@ def test_eventbridge_approval_deploys_to_the_configured_endpoint(sm):
 def test_rejected_by_eventbridge_is_skipped_and_other_groups_are_ignored(sm):
     rejected = _register(sm, "Rejected")
     config = _config()
-    result = h.deploy(h.parse_event(_eventbridge_event(rejected, "Rejected"), config), sagemaker=sm, config=config)
+    result = h.deploy(
+        h.parse_event(_eventbridge_event(rejected, "Rejected"), config), sagemaker=sm, config=config
+    )
     assert result["status"] == "skipped" and "Rejected" in result["reason"]
     sm.create_model_package_group(ModelPackageGroupName="other-group")
     other = sm.create_model_package(
@@ -206,7 +210,9 @@ def test_existing_endpoint_gets_blue_green_update_with_rollback_alarms():
             ],
         },
     )
-    stub.add_response("describe_endpoint", _endpoint("fraud-detection-endpoint-v1-abc123"), {"EndpointName": ENDPOINT})
+    stub.add_response(
+        "describe_endpoint", _endpoint("fraud-detection-endpoint-v1-abc123"), {"EndpointName": ENDPOINT}
+    )
     stub.add_response(
         "update_endpoint",
         {"EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/{ENDPOINT}"},
@@ -265,7 +271,9 @@ def test_busy_endpoint_fails_the_invocation_and_pending_same_version_is_in_progr
 
     with pytest.raises(h.DeployError, match="Updating; retry"):
         run(_endpoint("other-config", "Updating"))
-    pending = _endpoint("other-config", "Updating", PendingDeploymentSummary={"EndpointConfigName": config_name})
+    pending = _endpoint(
+        "other-config", "Updating", PendingDeploymentSummary={"EndpointConfigName": config_name}
+    )
     assert run(pending)["status"] == "in_progress"
     with pytest.raises(h.DeployError, match="Failed"):
         run(_endpoint("other-config", "Failed", FailureReason="capacity"))
@@ -296,7 +304,11 @@ def test_config_from_env_and_bad_events():
     }
     config = h.config_from_env(env)
     assert config.rollback_alarm_names == ("a-alarm", "b-alarm")
-    assert (config.instance_type, config.initial_instance_count, config.metrics_namespace) == ("ml.c5.xlarge", 2, "Fraud")
+    assert (config.instance_type, config.initial_instance_count, config.metrics_namespace) == (
+        "ml.c5.xlarge",
+        2,
+        "Fraud",
+    )
     assert h.config_from_env({**env, "ROLLBACK_ALARM_NAMES": ""}).rollback_alarm_names == ()
     with pytest.raises(h.DeployError, match="EXECUTION_ROLE_ARN"):
         h.config_from_env({"ENDPOINT_NAME": "e", "MODEL_PACKAGE_GROUP_NAME": "g"})
@@ -319,3 +331,40 @@ def test_handler_reads_env_and_logs_an_embedded_metric(sm, monkeypatch, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "FraudTest"
     assert line["Deployments"] == 1 and line["Status"] == "created" and line["source"] == "eventbridge"
+
+
+def test_concurrent_invocations_creating_the_same_resources_do_not_fail():
+    # The pipeline step and the approval event can deploy the same Approved version at once.
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/4"
+    config = _config()
+    model_name = h.model_name_for(GROUP, 4)
+    config_name = h.endpoint_config_name_for(ENDPOINT, 4, config, model_name)
+    client, stub = _stubbed_client()
+    stub.add_response("describe_model_package", _package(arn, 4))
+    stub.add_client_error("describe_model", "ValidationException", f"Could not find model {model_name}.")
+    stub.add_client_error(
+        "create_model", "ValidationException", f'Cannot create already existing model "{model_name}".'
+    )
+    stub.add_response(
+        "describe_endpoint_config",
+        {
+            "EndpointConfigName": config_name,
+            "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint-config/{config_name}",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model_name}],
+            "CreationTime": "2026-01-01T00:00:00Z",
+        },
+    )
+    stub.add_client_error("describe_endpoint", "ValidationException", f"Could not find endpoint {ENDPOINT}.")
+    stub.add_client_error(
+        "create_endpoint", "ValidationException", f'Cannot create already existing endpoint "{ENDPOINT}".'
+    )
+    with stub:
+        result = h.deploy(h.DeployRequest(arn, ENDPOINT, "pipeline"), sagemaker=client, config=config)
+    stub.assert_no_pending_responses()
+    assert result["status"] == "in_progress"
+    client, stub = _stubbed_client()
+    stub.add_response("describe_model_package", _package(arn, 4))
+    stub.add_client_error("describe_model", "ValidationException", f"Could not find model {model_name}.")
+    stub.add_client_error("create_model", "ResourceLimitExceeded", "too many models")
+    with stub, pytest.raises(h.ClientError, match="ResourceLimitExceeded"):
+        h.deploy(h.DeployRequest(arn, ENDPOINT, "pipeline"), sagemaker=client, config=config)

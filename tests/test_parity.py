@@ -104,13 +104,13 @@ def work(tmp_path_factory, spark):
     ev_path = root / "events.jsonl"
     events_mod.transactions_to_events(df, ev_path, shuffle_within_seconds=WATERMARK - 2, seed=5)
     lines = ev_path.read_text().splitlines()
-    late_idx = [len(lines) // 5, len(lines) // 3, len(lines) // 2, 2 * len(lines) // 3]
+    # Late ones: fraud-burst members (followed by more of the card's transactions within 10 min).
+    burst = [i for i, x in enumerate(lines) if json.loads(x)["fraud_label"] == 1 and i < len(lines) - 400]
+    late_idx = [burst[len(burst) * k // 5] for k in range(1, 5)]
     late = [lines[i] for i in late_idx]
     kept = [x for i, x in enumerate(lines) if i not in set(late_idx)]
-    for offset, line in zip((200, 400, 600, 800), late, strict=True):
-        kept.insert(
-            min(len(kept), late_idx[0] + offset + late_idx.index(late_idx[late.index(line)]) * 0), line
-        )
+    for k, line in zip(late_idx, late, strict=True):  # each arrives 300 events (hours) later
+        kept.insert(kept.index(lines[k + 1]) + 300, line)
     ev_path.write_text("\n".join(kept) + "\n")
     out = root / "decisions.jsonl"
     summary = replay.run_replay(root / "work", ev_path, out, watermark_seconds=WATERMARK, progress=False)
@@ -135,7 +135,7 @@ def work(tmp_path_factory, spark):
 
 def _late_in_window(df: pd.DataFrame, late_tids: set[str]) -> dict[str, int]:
     """For each tid: how many late events of its card fall in its [ts - 600, ts] window."""
-    ts = pd.to_datetime(df["datetime"], utc=True).astype("int64") // 10**9
+    ts = (pd.to_datetime(df["datetime"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     d = df.assign(ts=ts)
     late = d[d["tid"].isin(late_tids)]
     out = {}

@@ -16,6 +16,9 @@ from features import spec
 from pipeline import definition as d
 from pipeline.parameters import PARAMETER_NAMES
 
+# One worker imports the SageMaker SDK (~10 s of CPU) for every test that builds a definition.
+pytestmark = pytest.mark.xdist_group("sagemaker")
+
 ROLE = "arn:aws:iam::123456789012:role/fraud-detection-sagemaker-execution"
 BUCKET = "fraud-artifacts-123456789012"
 _CACHE: dict[str, dict] = {}
@@ -23,7 +26,13 @@ _CACHE: dict[str, dict] = {}
 
 def _without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """A machine with no AWS configuration at all."""
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+    for key in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_REGION",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -36,6 +45,7 @@ def definition(no_network, monkeypatch, tmp_path) -> dict:
     _without_credentials(monkeypatch, tmp_path)
     if "default" not in _CACHE:
         config = d.make_config("us-east-1", ROLE, BUCKET)
+        _CACHE["code_version"] = config.code_version  # the hash of the sources at build time
         _CACHE["default"] = json.loads(d.pipeline_definition(config))
     return _CACHE["default"]
 
@@ -55,14 +65,18 @@ def _get(name: str) -> dict:
 
 
 def test_offline_build_restores_environment(definition, monkeypatch):
-    # The dummy credentials and region used for the build do not leak into the process.
-    assert "AWS_ACCESS_KEY_ID" not in os.environ
-    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ
+    # The dummy credentials, region and default session of the build do not leak into the process.
     import boto3
 
-    assert boto3.DEFAULT_SESSION is None or boto3.DEFAULT_SESSION.get_credentials() is None or (
-        boto3.DEFAULT_SESSION.get_credentials().access_key != "offline-definition"
-    )
+    monkeypatch.setenv("AWS_PROFILE", "someone")
+    before = boto3.DEFAULT_SESSION
+    with d.offline_aws("eu-west-1", "b") as session:
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "offline-definition"
+        assert "AWS_PROFILE" not in os.environ
+        assert session.boto_region_name == "eu-west-1"
+    assert "AWS_ACCESS_KEY_ID" not in os.environ and "SAGEMAKER_VALIDATE_ROLE" not in os.environ
+    assert os.environ["AWS_PROFILE"] == "someone"
+    assert boto3.DEFAULT_SESSION is before
 
 
 def test_steps_types_and_order(definition):
@@ -85,15 +99,19 @@ def test_steps_types_and_order(definition):
 
 def test_parameters_exact_names_types_defaults(definition):
     params = {p["Name"]: p for p in definition["Parameters"]}
-    assert tuple(params) == PARAMETER_NAMES == (
-        "InputDataUrl",
-        "ProcessingInstanceType",
-        "ProcessingInstanceCount",
-        "TrainingInstanceType",
-        "ModelApprovalStatus",
-        "MinPrAuc",
-        "EndpointName",
-        "SnapshotDate",
+    assert (
+        tuple(params)
+        == PARAMETER_NAMES
+        == (
+            "InputDataUrl",
+            "ProcessingInstanceType",
+            "ProcessingInstanceCount",
+            "TrainingInstanceType",
+            "ModelApprovalStatus",
+            "MinPrAuc",
+            "EndpointName",
+            "SnapshotDate",
+        )
     )
     assert params["ProcessingInstanceCount"]["Type"] == "Integer"
     assert params["MinPrAuc"] == {"Name": "MinPrAuc", "Type": "Float", "DefaultValue": 0.75}
@@ -101,15 +119,17 @@ def test_parameters_exact_names_types_defaults(definition):
     assert params["EndpointName"]["DefaultValue"] == spec.ENDPOINT_NAME
     assert params["SnapshotDate"]["DefaultValue"] == ""
     assert params["InputDataUrl"]["DefaultValue"] == f"s3://{BUCKET}/fraud-detection/input/transactions/"
-    assert "MlflowConfig" not in definition
+    assert set(definition) == {"Version", "Metadata", "Parameters", "Steps"}  # no null keys, no Experiments
 
 
 def test_spark_step_image_code_and_parameter_wiring(definition):
     args = _steps(definition)["AggregateFeatures"]["Arguments"]
     app = args["AppSpecification"]
-    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.us-east-1\.amazonaws\.com/sagemaker-spark-processing:3\.5-cpu", app["ImageUri"])
-    bundle = d.build_code_bundle()
-    code = f"s3://{BUCKET}/fraud-detection/code/{bundle.version}"
+    assert re.fullmatch(
+        r"\d{12}\.dkr\.ecr\.us-east-1\.amazonaws\.com/sagemaker-spark-processing:3\.5-cpu-py312",
+        app["ImageUri"],
+    )
+    code = f"s3://{BUCKET}/fraud-detection/code/{_CACHE['code_version']}"
     assert app["ContainerEntrypoint"] == [
         "smspark-submit",
         "--py-files",
@@ -124,14 +144,17 @@ def test_spark_step_image_code_and_parameter_wiring(definition):
     assert cluster["InstanceCount"] == _get("ProcessingInstanceCount")
     argv = app["ContainerArguments"]
     assert argv[argv.index("--input") + 1] == _get("InputDataUrl")
-    assert argv[argv.index("--output") + 1] == "/opt/ml/processing/output"
+    run_prefix = [f"s3://{BUCKET}/fraud-detection", "executions", {"Get": "Execution.PipelineExecutionId"}]
+    assert argv[argv.index("--output") + 1] == {"Std:Join": {"On": "/", "Values": [*run_prefix, "features"]}}
     assert argv[argv.index("--feature-group") + 1] == spec.BATCH_FEATURE_GROUP.name
     assert argv[argv.index("--feature-store") + 1] == "sagemaker"
     assert argv[argv.index("--region") + 1] == "us-east-1"
     assert {"Std:Join": {"On": "", "Values": ["--snapshot-date=", _get("SnapshotDate")]}} in argv
-    outputs = {o["OutputName"]: o["S3Output"]["LocalPath"] for o in args["ProcessingOutputConfig"]["Outputs"]}
-    assert outputs["train"] == "/opt/ml/processing/output/train"
+    # Spark writes to S3 itself; the declared outputs name the same prefixes (wiring for later steps).
+    outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in args["ProcessingOutputConfig"]["Outputs"]}
     assert {"train", "validation", "test"} <= set(outputs)
+    for name, uri in outputs.items():
+        assert uri == {"Std:Join": {"On": "/", "Values": [*run_prefix, "features", name]}}
     assert "CacheConfig" not in _steps(definition)["AggregateFeatures"]  # side effect: snapshot ingestion
 
 
@@ -167,7 +190,10 @@ def test_evaluation_step_inputs_and_property_file(definition):
     step = _steps(definition)["EvaluateModel"]
     args = step["Arguments"]
     assert args["AppSpecification"]["ImageUri"].endswith("/sagemaker-xgboost:3.0-5")
-    assert args["AppSpecification"]["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/evaluate.py"]
+    assert args["AppSpecification"]["ContainerEntrypoint"] == [
+        "python3",
+        "/opt/ml/processing/input/code/evaluate.py",
+    ]
     assert args["AppSpecification"]["ContainerArguments"] == [
         "--model",
         "/opt/ml/processing/model",
@@ -226,7 +252,9 @@ def test_register_step_metrics_source_and_approval(definition):
 def test_lambda_step_inputs_and_fail_message(definition):
     steps = _steps(definition)
     deploy = steps["DeployModel"]
-    assert deploy["FunctionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:fraud-detection-deploy-model"
+    assert (
+        deploy["FunctionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:fraud-detection-deploy-model"
+    )
     assert deploy["Arguments"] == {
         "model_package_arn": {"Get": "Steps.RegisterModel.ModelPackageArn"},
         "endpoint_name": _get("EndpointName"),
@@ -234,10 +262,12 @@ def test_lambda_step_inputs_and_fail_message(definition):
     assert {o["OutputName"] for o in deploy["OutputParameters"]} == {"status", "endpoint_config_name"}
     message = steps["PrAucBelowThreshold"]["Arguments"]["ErrorMessage"]["Std:Join"]
     assert message["On"] == " "
-    assert {"Std:JsonGet": {
-        "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
-        "Path": "binary_classification_metrics.pr_auc.value",
-    }} in message["Values"]
+    assert {
+        "Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
+            "Path": "binary_classification_metrics.pr_auc.value",
+        }
+    } in message["Values"]
     assert _get("MinPrAuc") in message["Values"]
 
 
@@ -254,12 +284,15 @@ def test_names_region_and_lambda_arn_follow_arguments(no_network, monkeypatch, t
     )
     definition = json.loads(d.pipeline_definition(config))
     steps = _steps(definition)
-    assert ".dkr.ecr.eu-west-1.amazonaws.com/sagemaker-spark-processing:3.5-cpu" in (
-        steps["AggregateFeatures"]["Arguments"]["AppSpecification"]["ImageUri"]
+    assert (
+        ".dkr.ecr.eu-west-1.amazonaws.com/sagemaker-spark-processing:3.5-cpu-py312"
+        in (steps["AggregateFeatures"]["Arguments"]["AppSpecification"]["ImageUri"])
     )
     assert steps["DeployModel"]["FunctionArn"] == "arn:aws:lambda:eu-west-1:210987654321:function:my-deployer"
     assert steps["RegisterModel"]["Arguments"]["ModelPackageGroupName"] == "g2"
-    assert steps["TrainModel"]["Arguments"]["OutputDataConfig"]["S3OutputPath"] == "s3://other-bucket/x/y/models"
+    assert (
+        steps["TrainModel"]["Arguments"]["OutputDataConfig"]["S3OutputPath"] == "s3://other-bucket/x/y/models"
+    )
 
 
 def test_bad_role_is_a_clear_error():
@@ -272,14 +305,18 @@ def test_bad_role_is_a_clear_error():
 def test_code_bundle_is_content_addressed(tmp_path):
     for package in d.CODE_PACKAGES:
         if (d.REPO_ROOT / package).exists():
-            shutil.copytree(d.REPO_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                d.REPO_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
     first, again = d.build_code_bundle(tmp_path), d.build_code_bundle(tmp_path)
     assert first.version == again.version and first.files["deps.zip"] == again.files["deps.zip"]
     names = zipfile.ZipFile(BytesIO(first.files["deps.zip"])).namelist()
     assert "features/spec.py" in names and "features/__init__.py" in names
     assert not any(n.startswith("training/") for n in names)  # Spark needs features + processing only
     assert "src/features/spec.py" in first.files
-    (tmp_path / "features" / "spec.py").write_text((tmp_path / "features" / "spec.py").read_text() + "\n# changed\n")
+    (tmp_path / "features" / "spec.py").write_text(
+        (tmp_path / "features" / "spec.py").read_text() + "\n# changed\n"
+    )
     assert d.build_code_bundle(tmp_path).version != first.version
 
 

@@ -207,3 +207,6 @@ def test_transactions_to_events_window_and_bounded_shuffle(tmp_path):
     assert ts != sorted(ts)  # shuffled ...
     assert all(max(ts[: i + 1]) - t < 4 for i, t in enumerate(ts))  # ... but never 4 s behind the max
     assert events_mod.transactions_to_events(df, tmp_path / "all.jsonl")["events"] == 200
+    capped = events_mod.transactions_to_events(df, tmp_path / "cap.jsonl", start=D0 + 100, max_events=7)
+    rows = [json.loads(x) for x in (tmp_path / "cap.jsonl").read_text().splitlines()]
+    assert capped["events"] == 7 and [r["tid"] for r in rows] == [f"t{i}" for i in range(50, 57)]

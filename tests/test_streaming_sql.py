@@ -50,14 +50,16 @@ def test_source_has_event_time_and_watermark():
 
 
 def test_kinesis_connectors():
-    conn = sql.ConnectorConfig(
-        "kinesis", "transactions", "card-features", region="eu-west-1", init_position="TRIM_HORIZON"
-    )
+    arn_in = "arn:aws:kinesis:eu-west-1:123456789012:stream/transactions"
+    arn_out = "arn:aws:kinesis:eu-west-1:123456789012:stream/card-features"
+    conn = sql.ConnectorConfig("kinesis", arn_in, arn_out, region="eu-west-1", init_position="TRIM_HORIZON")
     src, sink = conn.source_options(), conn.sink_options()
     assert src["connector"] == sink["connector"] == "kinesis"
-    assert (src["stream"], sink["stream"]) == ("transactions", "card-features")
-    assert src["aws.region"] == "eu-west-1" and src["scan.stream.initpos"] == "TRIM_HORIZON"
+    assert (src["stream.arn"], sink["stream.arn"]) == (arn_in, arn_out)  # 5.x connector options
+    assert src["aws.region"] == "eu-west-1" and src["source.init.position"] == "TRIM_HORIZON"
     assert f"PARTITIONED BY (`{spec.CARD_ID}`)" in sql.sink_ddl(conn)
+    by_name = sql.ConnectorConfig("kinesis", "transactions", "card-features").source_options()
+    assert by_name["stream"] == "transactions" and by_name["scan.stream.initpos"] == "LATEST"  # 4.x options
     with pytest.raises(ValueError):
         sql.ConnectorConfig("kafka", "a", "b").source_options()
 

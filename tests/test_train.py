@@ -64,6 +64,15 @@ def test_channel_reader_skips_spark_markers_and_keeps_all_rows(channels: dict[st
     np.testing.assert_array_equal(x, x_ref)
 
 
+def test_channel_reader_without_pyarrow_reads_the_same(channels: dict[str, Path], monkeypatch) -> None:
+    y_ref, x_ref = read_label_first_csv(channels["validation"], N_FEATURES)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as in an image without pyarrow
+    monkeypatch.setitem(sys.modules, "pyarrow.csv", None)
+    y, x = read_label_first_csv(channels["validation"], N_FEATURES)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(x, x_ref)
+
+
 def test_train_writes_model_tar_with_exactly_xgboost_model(channels: dict[str, Path], tmp_path: Path) -> None:
     hp = {"num_round": "60", "max_depth": "3", "eta": "0.3", "early_stopping_rounds": "5", "subsample": "1"}
     result = train(channels["train"], channels["validation"], tmp_path / "model", hp, progress_every=20)
@@ -78,11 +87,12 @@ def test_train_writes_model_tar_with_exactly_xgboost_model(channels: dict[str, P
     booster = xgb.Booster()
     booster.load_model(str(tmp_path / "extracted" / MODEL_FILENAME))  # what the container does
     assert booster.num_boosted_rounds() == result["best_iteration"] + 1 == result["num_rounds"]
+    assert booster.feature_names is None  # positional, like the built-in algorithm's CSV models
 
     # Same semantics as a direct xgb.train with the built-in names mapped to xgboost's.
     y_tr, x_tr = synthetic(3000, 1)
     y_va, x_va = synthetic(1000, 2)
-    weight = math.sqrt((y_tr == 0).sum() / (y_tr == 1).sum())
+    weight = train_mod.DEFAULT_SCALE_POS_WEIGHT
     assert result["scale_pos_weight"] == pytest.approx(weight, rel=1e-12)
     history: dict = {}
     ref = xgb.train(
@@ -123,8 +133,14 @@ def test_train_writes_model_tar_with_exactly_xgboost_model(channels: dict[str, P
 def test_no_package_writes_bare_model_file_like_sagemaker_model_dir(
     channels: dict[str, Path], tmp_path: Path
 ) -> None:
-    result = train(channels["train"], None, tmp_path, {"num_round": 4}, package=False)
+    result = train(
+        channels["train"], None, tmp_path, {"num_round": 4, "scale_pos_weight": "sqrt"}, package=False
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == [MODEL_FILENAME]
+    y_tr, _ = synthetic(3000, 1)
+    assert result["scale_pos_weight"] == pytest.approx(
+        math.sqrt((y_tr == 0).sum() / (y_tr == 1).sum()), rel=1e-12
+    )
     assert result["num_rounds"] == 4 and result["validation_aucpr"] is None
     assert load_booster(tmp_path).num_boosted_rounds() == 4
 
@@ -141,7 +157,8 @@ def test_scale_pos_weight_rules() -> None:
         resolve_scale_pos_weight("0", labels)
     with pytest.raises(TrainingError, match="both classes"):
         resolve_scale_pos_weight("sqrt", np.zeros(10))
-    assert abs(train_mod.AWS_SCALE_POS_WEIGHT / math.sqrt(0.9975 / 0.0025) - 1) < 0.01
+    # Local default and the AWS hyperparameter are the same fixed number (parity of both trainings).
+    assert train_mod.DEFAULT_HYPERPARAMETERS["scale_pos_weight"] == train_mod.AWS_SCALE_POS_WEIGHT == 4.0
 
 
 def test_hyperparameters_are_typed_like_the_builtin_algorithm() -> None:

@@ -101,19 +101,23 @@ def parse_csv(body: bytes, n_features: int) -> np.ndarray:
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise RequestError(HTTPStatus.BAD_REQUEST, "empty CSV body: send one row per line")
-    rows = [line.split(",") for line in lines]
-    for i, row in enumerate(rows):
-        if len(row) != n_features:
+    for i, line in enumerate(lines):
+        if line.count(",") != n_features - 1:
             raise RequestError(
                 HTTPStatus.BAD_REQUEST,
-                f"CSV row {i + 1} has {len(row)} columns, the model expects {n_features} "
-                f"({', '.join(spec.MODEL_FEATURES) if n_features == len(spec.MODEL_FEATURES) else 'features'}), no header, no label",
+                f"CSV row {i + 1} has {line.count(',') + 1} columns, the model expects {n_features} "
+                f"({', '.join(spec.MODEL_FEATURES) if n_features == len(spec.MODEL_FEATURES) else 'features'}), "
+                "no header, no label",
             )
+    tokens = ",".join(lines).split(",")
     try:
-        values = np.array([[field.strip() or "nan" for field in row] for row in rows], dtype=np.float64)
-    except ValueError as exc:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"non-numeric CSV value: {exc}") from None
-    return values
+        values = np.array(tokens, dtype=np.float64)  # fast path: every field is a number
+    except ValueError:
+        try:
+            values = np.array([t.strip() or "nan" for t in tokens], dtype=np.float64)
+        except ValueError as exc:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"non-numeric CSV value: {exc}") from None
+    return values.reshape(len(lines), n_features)
 
 
 def _row_from(item: Any, names: list[str], where: str) -> list[Any]:
@@ -179,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as SageMaker's front end talks to the container
     server_version = "LocalSageMakerEndpoint/1.0"
     timeout = IDLE_TIMEOUT_SECONDS
+    wbufsize = 1 << 16  # headers and body leave in one segment (the base class flushes after each request)
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # per-request access logs would drown the output
@@ -194,6 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
+        message = " ".join(message.split())  # always one line
         log.warning("%s %s -> %d %s", self.command, self.path, status, message)
         self._send(status, (message + "\n").encode())
 

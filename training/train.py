@@ -10,12 +10,22 @@ Two deliberate choices:
 - Early stopping keeps the best round: the saved booster is truncated to
   `best_iteration + 1` rounds, so every loader predicts with the best model whether or not
   it honours the `best_iteration` attribute (plain `Booster.predict` does not).
-- Class imbalance (about 0.25 % fraud): `scale_pos_weight` defaults to `sqrt` =
-  sqrt(negatives / positives) of the train channel (~20 for 0.25 %). The full ratio
-  (`balanced`, ~399) maximises recall but inflates every score so much that the fixed
-  decision threshold (spec.DECISION_THRESHOLD = 0.5) flags many legitimate transactions;
-  1 lets the rare class barely move the trees. A number fixes it explicitly; the built-in
-  algorithm on AWS only takes a number, so the pipeline passes AWS_SCALE_POS_WEIGHT.
+- Class imbalance (about 0.25 % fraud): `scale_pos_weight` is a fixed, documented 4.0, not a
+  function of the label ratio. Weighting positives by w makes the model's score exceed the
+  fixed decision threshold (spec.DECISION_THRESHOLD = 0.5) when the calibrated fraud
+  probability exceeds 1 / (1 + w): w is the number of false alarms one caught fraud is worth,
+  a business cost ratio, whereas the class ratio (`balanced`, ~400 here) has no decision
+  meaning and floods the threshold with false alarms. Measured on simulator data (1 M
+  transactions, test = 92,002 rows with 245 frauds, threshold 0.5):
+      w=1: precision 0.917 recall 0.722 F1 0.808 pr_auc 0.811
+      w=2: precision 0.898 recall 0.755 F1 0.820 pr_auc 0.836
+      w=4: precision 0.823 recall 0.776 F1 0.798 pr_auc 0.839
+      w=8: precision 0.706 recall 0.812 F1 0.755 pr_auc 0.839
+      sqrt (~19.5): precision 0.469 recall 0.841 F1 0.602 pr_auc 0.830
+      balanced (~379): precision 0.202 recall 0.922 F1 0.332 pr_auc 0.818
+  Ranking quality (pr_auc) barely moves; w only picks the operating point. A fixed number also
+  means the built-in algorithm on AWS (numbers only) trains with exactly the local value
+  (AWS_SCALE_POS_WEIGHT). `sqrt` / `balanced` remain available as hyperparameter values.
 
     python training/train.py --train DIR --validation DIR --model-dir DIR --num_round 200 --eta 0.2
 """
@@ -47,8 +57,10 @@ from training.model_artifact import (
     write_model_archive,
 )
 
-AWS_SCALE_POS_WEIGHT = 20.0
-"""sqrt(399): the `sqrt` rule at the simulator's 0.25 % fraud rate, for the built-in algorithm on AWS."""
+DEFAULT_SCALE_POS_WEIGHT = 4.0
+"""Flag when the calibrated fraud probability >= 1 / (1 + 4) = 20 % (see the module doc)."""
+AWS_SCALE_POS_WEIGHT = DEFAULT_SCALE_POS_WEIGHT
+"""What the pipeline passes to the built-in algorithm: the same number as local training."""
 
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "objective": "binary:logistic",
@@ -59,7 +71,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "min_child_weight": 1.0,
     "eval_metric": "aucpr",
     "early_stopping_rounds": 20,
-    "scale_pos_weight": "sqrt",
+    "scale_pos_weight": DEFAULT_SCALE_POS_WEIGHT,
     "seed": 42,
 }
 """Local defaults; every name is a built-in XGBoost algorithm hyperparameter."""
@@ -152,6 +164,28 @@ def _check_labels(labels: np.ndarray, channel: str) -> None:
         raise TrainingError(f"{channel} channel: labels must be 0 or 1, found {labels[bad][:3].tolist()}")
 
 
+def _progress_callback(xgb, dtrain, every: int, num_round: int):
+    """Print train and validation metrics every `every` rounds.
+
+    The built-in algorithm evaluates the train set every round; on millions of rows that took
+    two thirds of the training time here, and only the validation metric drives early stopping,
+    so the train metric is computed only when printed.
+    """
+
+    class Progress(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            if epoch % every == 0 or epoch == num_round - 1:
+                # model.eval answers "[epoch]\ttrain-<metric>:<value>..."; keep xgboost's 5-decimal layout.
+                head, *pairs = model.eval(dtrain, "train", epoch).split("\t")
+                line = head + "".join(f"\t{k}:{float(v):.5f}" for k, v in (p.rsplit(":", 1) for p in pairs))
+                for name, metrics in evals_log.items():
+                    line += "".join(f"\t{name}-{m}:{values[-1]:.5f}" for m, values in metrics.items())
+                print(line, flush=True)
+            return False
+
+    return Progress()
+
+
 def train(
     train_dir: str | Path,
     validation_dir: str | Path | None,
@@ -191,7 +225,7 @@ def train(
     booster_params["scale_pos_weight"] = weight
     feature_names = list(spec.MODEL_FEATURES)
     dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=feature_names)
-    evals = [(dtrain, "train")]
+    evals = []
     if y_val is not None:
         evals.append((xgb.DMatrix(x_val, label=y_val, feature_names=feature_names), "validation"))
     early = params["early_stopping_rounds"] if y_val is not None else None
@@ -203,7 +237,8 @@ def train(
         evals=evals,
         early_stopping_rounds=early or None,
         evals_result=history,
-        verbose_eval=max(1, progress_every),
+        verbose_eval=False,
+        callbacks=[_progress_callback(xgb, dtrain, max(1, progress_every), params["num_round"])],
     )
     rounds = booster.num_boosted_rounds()
     best = booster.best_iteration if early else rounds - 1
@@ -212,6 +247,10 @@ def train(
     metric = str(params["eval_metric"]).split(",")[-1]
     val_metric = history.get("validation", {}).get(metric)
     val_score = float(val_metric[best]) if val_metric else None
+    # Saved without feature names, like the built-in algorithm's CSV-trained models: any loader
+    # (the container, evaluation, the local endpoint) then scores positional rows without
+    # feature validation surprises. The order is kept as an attribute for humans.
+    booster.feature_names = None
     booster.set_attr(
         best_iteration=str(best),
         sagemaker_hyperparameters=json.dumps({**params, "scale_pos_weight": weight}, sort_keys=True),

@@ -142,6 +142,21 @@ def _describe(call: Any, **kwargs: Any) -> dict[str, Any] | None:
         raise
 
 
+def _create(call: Any, **kwargs: Any) -> bool:
+    """Create; False when a concurrent invocation created it first (pipeline step and approval event)."""
+    try:
+        call(**kwargs)
+        return True
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if (
+            error.get("Code") == "ValidationException"
+            and "already exist" in str(error.get("Message", "")).lower()
+        ):
+            return False
+        raise
+
+
 def deployment_config(config: DeployConfig) -> dict[str, Any]:
     """Blue/green, all at once after a baking period, rolled back when an alarm fires."""
     deployment: dict[str, Any] = {
@@ -197,14 +212,16 @@ def deploy(request: DeployRequest, *, sagemaker: Any, config: DeployConfig) -> d
     ]
 
     if _describe(sagemaker.describe_model, ModelName=model_name) is None:
-        sagemaker.create_model(
+        _create(
+            sagemaker.create_model,
             ModelName=model_name,
             ExecutionRoleArn=config.execution_role_arn,
             Containers=[{"ModelPackageName": request.model_package_arn}],
             Tags=tags,
         )
     if _describe(sagemaker.describe_endpoint_config, EndpointConfigName=config_name) is None:
-        sagemaker.create_endpoint_config(
+        _create(
+            sagemaker.create_endpoint_config,
             EndpointConfigName=config_name,
             ProductionVariants=[
                 {
@@ -220,10 +237,15 @@ def deploy(request: DeployRequest, *, sagemaker: Any, config: DeployConfig) -> d
 
     endpoint = _describe(sagemaker.describe_endpoint, EndpointName=request.endpoint_name)
     if endpoint is None:
-        sagemaker.create_endpoint(
-            EndpointName=request.endpoint_name, EndpointConfigName=config_name, Tags=tags
-        )
-        result.update(status="created", reason=f"endpoint created with version {version}")
+        if _create(
+            sagemaker.create_endpoint,
+            EndpointName=request.endpoint_name,
+            EndpointConfigName=config_name,
+            Tags=tags,
+        ):
+            result.update(status="created", reason=f"endpoint created with version {version}")
+        else:
+            result.update(status="in_progress", reason="endpoint is being created by a concurrent deployment")
         return result
 
     endpoint_status = endpoint.get("EndpointStatus", "")
