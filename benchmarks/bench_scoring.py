@@ -15,6 +15,7 @@ Writes benchmarks/results/scoring.json.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import json
@@ -141,12 +142,19 @@ def bench_new(events: list[dict], store, runtime) -> dict:
 
 
 def bench_baseline(events: list[dict], store, runtime) -> dict:
-    """The original design: per record 2 x GetRecord + 1 single-row InvokeEndpoint."""
+    """The original design: per record 2 x GetRecord + 1 single-row InvokeEndpoint.
+
+    It gets the same Kinesis batches and decodes each record (base64 + JSON) like its Lambda did."""
     latencies = []
+    batches = [
+        common.kinesis_event(events[i : i + BATCH], start_sequence=i + 1)
+        for i in range(0, len(events), BATCH)
+    ]
     t0 = time.perf_counter()
-    for i in range(0, len(events), BATCH):
+    for batch in batches:
         t = time.perf_counter()
-        for ev in events[i : i + BATCH]:
+        for rec in batch["Records"]:
+            ev = json.loads(base64.b64decode(rec["kinesis"]["data"]))
             rid = str(ev[spec.CARD_ID])
             agg = store.get_record(
                 FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString=rid

@@ -257,7 +257,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
         if "deployment" not in state:
             raise StepFailed("streaming replay needs a deployed model: pass --approve or approve a version first")
         from streaming.events import transactions_to_events
-        from streaming.replay import run_replay
+        from streaming.replay import ReplayError, run_replay
 
         replay_dir = work_dir / "replay"
         replay_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +267,10 @@ def run_local(args: argparse.Namespace) -> RunReport:
             state["transactions"], events, start=test_rows.get("start"), end=test_rows.get("end"),
             max_events=args.replay_events, seed=args.seed,
         )  # fmt: skip
-        summary = run_replay(work_dir, events, replay_dir / "decisions.jsonl")
+        try:
+            summary = run_replay(work_dir, events, replay_dir / "decisions.jsonl", endpoint_url=state["deployment"]["url"])
+        except ReplayError as exc:
+            raise StepFailed(f"streaming replay: {exc}") from exc
         state["replay"] = summary
         return (
             f"{summary['events']:,} events -> {summary['decisions']:,} decisions, {summary['rejects']} rejects, "

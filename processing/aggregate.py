@@ -141,15 +141,21 @@ def _detect_format(path: str) -> str:
 def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
     """Typed transactions plus `trans_ts` (epoch seconds, double); fails naming a missing column."""
     fmt = _detect_format(path) if fmt == "auto" else fmt
-    if fmt == "csv":
-        raw = spark.read.option("header", True).csv(path)
-    elif fmt == "parquet":
-        raw = spark.read.parquet(path)
-    else:  # e.g. an S3 prefix: Parquet first, then CSV
-        try:
-            raw = spark.read.parquet(path)
-        except Exception:
+    try:
+        if fmt == "csv":
             raw = spark.read.option("header", True).csv(path)
+        elif fmt == "parquet":
+            raw = spark.read.parquet(path)
+        else:  # e.g. an S3 prefix: Parquet first, then CSV
+            try:
+                raw = spark.read.parquet(path)
+            except Exception:
+                raw = spark.read.option("header", True).csv(path)
+    except Exception as exc:  # Spark's own message, first line only: the user's error, not a crash
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
+        reason = (causes[-1] if causes else lines[0] if lines else type(exc).__name__)[:300]
+        raise JobInputError(f"cannot read --input {path} as {fmt}: {reason}") from exc
     for column in spec.TRANSACTION_COLUMNS:
         if column not in raw.columns:
             raise JobInputError(

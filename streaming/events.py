@@ -4,6 +4,10 @@ The events are what producers put on the `transactions` stream: tid, cc_num, amo
 (epoch seconds) and, for evaluation only, fraud_label. Arrival order is event time, optionally
 shuffled: each event gets an arrival delay drawn from U(0, shuffle_within_seconds), so with a
 shuffle no larger than the Flink watermark no event arrives behind the watermark.
+
+A window that starts mid-stream gets a warm-up: the transactions of the 10 minutes before
+`start` come first, flagged `"warmup": true`. The replay runs them through Flink (so the first
+windows of the replayed period hold the same history as the batch job's) but does not decide them.
 """
 
 from __future__ import annotations
@@ -51,52 +55,69 @@ def transactions_to_events(
     shuffle_within_seconds: float = 0,
     seed: int = 0,
     max_events: int | None = None,
+    warmup_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Write the transactions with start <= time < end as events JSONL; return a small summary.
 
     `start`/`end`: epoch seconds, or anything pandas reads as a UTC timestamp. `max_events` keeps
-    the earliest events of the window (a contiguous stretch of time, so its windows stay whole)."""
+    the earliest events of the window (a contiguous stretch of time, so its windows stay whole).
+    `warmup_seconds` (default: the short window when `start` is given, else 0) adds the preceding
+    transactions as `"warmup": true` events (history for the windows, not decided by the replay)."""
     df = _load(df_or_path)
-    ts = _epoch_seconds(df)
+    ts = _epoch_seconds(df).to_numpy()
     lo, hi = _bound(start), _bound(end)
-    mask = np.ones(len(df), dtype=bool)
+    if warmup_seconds is None:
+        warmup_seconds = spec.SHORT_WINDOW.seconds if lo is not None else 0
+    in_window = np.ones(len(df), dtype=bool)
     if lo is not None:
-        mask &= (ts >= lo).to_numpy()
+        in_window &= ts >= lo
     if hi is not None:
-        mask &= (ts < hi).to_numpy()
+        in_window &= ts < hi
+    warm = np.zeros(len(df), dtype=bool)
+    if lo is not None and warmup_seconds > 0:
+        warm = (ts >= lo - warmup_seconds) & (ts < lo)
+    tids = df["tid"].astype(str).to_numpy()
+    if max_events is not None and in_window.sum() > max_events:
+        idx = np.flatnonzero(in_window)
+        keep = idx[np.lexsort((tids[idx], ts[idx]))[: max(0, max_events)]]
+        in_window = np.zeros(len(df), dtype=bool)
+        in_window[keep] = True
+    mask = in_window | warm
     out = pd.DataFrame(
         {
-            "tid": df["tid"].astype(str)[mask].to_numpy(),
-            spec.CARD_ID: df[spec.CARD_ID].astype("int64")[mask].to_numpy(),
-            spec.AMOUNT: df[spec.AMOUNT].astype("float64")[mask].to_numpy(),
-            spec.EVENT_TIME: ts[mask].to_numpy(),
+            "tid": tids[mask],
+            spec.CARD_ID: df[spec.CARD_ID].astype("int64").to_numpy()[mask],
+            spec.AMOUNT: df[spec.AMOUNT].astype("float64").to_numpy()[mask],
+            spec.EVENT_TIME: ts[mask],
         }
     )
     if spec.LABEL in df.columns:
-        out[spec.LABEL] = df[spec.LABEL].astype("int64")[mask].to_numpy()
-    if max_events is not None and len(out) > max_events:
-        first = np.lexsort((out["tid"].to_numpy(), out[spec.EVENT_TIME].to_numpy()))[: max(0, max_events)]
-        out = out.iloc[np.sort(first)].reset_index(drop=True)
+        out[spec.LABEL] = df[spec.LABEL].astype("int64").to_numpy()[mask]
+    is_warm = warm[mask]
     arrival = out[spec.EVENT_TIME].to_numpy().copy()
     if shuffle_within_seconds > 0:
         arrival += np.random.default_rng(seed).uniform(0, shuffle_within_seconds, len(out))
     order = np.lexsort((out["tid"].to_numpy(), arrival))
-    out = out.iloc[order]
+    out, is_warm = out.iloc[order], is_warm[order]
     p = Path(out_path)
     p.parent.mkdir(parents=True, exist_ok=True)
     cols = list(out.columns)
     with p.open("w") as f:
-        for row in out.itertuples(index=False, name=None):
+        for row, w in zip(out.itertuples(index=False, name=None), is_warm, strict=True):
             rec = dict(zip(cols, row, strict=True))
             rec[spec.CARD_ID] = int(rec[spec.CARD_ID])
             rec[spec.AMOUNT] = float(rec[spec.AMOUNT])
             rec[spec.EVENT_TIME] = float(rec[spec.EVENT_TIME])
             if spec.LABEL in rec:
                 rec[spec.LABEL] = int(rec[spec.LABEL])
+            if w:
+                rec["warmup"] = True
             f.write(json.dumps(rec) + "\n")
+    decided = out[spec.EVENT_TIME].to_numpy()[~is_warm]
     return {
-        "events": len(out),
+        "events": int((~is_warm).sum()),
+        "warmup_events": int(is_warm.sum()),
         "path": str(p),
-        "start": float(out[spec.EVENT_TIME].min()) if len(out) else None,
-        "end": float(out[spec.EVENT_TIME].max()) if len(out) else None,
+        "start": float(decided.min()) if len(decided) else None,
+        "end": float(decided.max()) if len(decided) else None,
     }

@@ -269,6 +269,7 @@ def run_replay(
 
     # 1. Validate the input file (what producers' SDKs would refuse); valid events go to Flink.
     labels: dict[str, int] = {}
+    warmup: set[str] = set()
     n_lines = n_valid = 0
     flink_in = rdir / "flink-input.jsonl"
     with events_path.open("rb") as src, flink_in.open("w", encoding="utf-8") as dst:
@@ -281,11 +282,17 @@ def run_replay(
             except common.MalformedRecord as exc:
                 queue.reject(str(exc), raw.decode("utf-8", "replace").rstrip("\n"), "input", line=lineno)
                 continue
-            n_valid += 1
-            if ev.get(spec.LABEL) is not None:
-                labels[ev["tid"]] = int(ev[spec.LABEL])
+            if ev.pop("warmup", False) is True:  # history for the windows only (streaming/events.py)
+                n_lines -= 1
+                warmup.add(ev["tid"])
+            else:
+                n_valid += 1
+                if ev.get(spec.LABEL) is not None:
+                    labels[ev["tid"]] = int(ev[spec.LABEL])
             dst.write(json.dumps(ev) + "\n")
-    _progress(f"{n_lines:,} events read, {n_lines - n_valid:,} rejected at input", progress)
+    _progress(
+        f"{n_lines:,} events read, {n_lines - n_valid:,} rejected at input, {len(warmup):,} warm-up", progress
+    )
 
     # 2. The Flink job on the valid events.
     flink_out = rdir / "flink-output"
@@ -366,6 +373,8 @@ def run_replay(
                 # shuffled by card), so it must not move the snapshot day forward.
                 try:
                     row = json.loads(line)
+                    if warmup and row.get("tid") in warmup:
+                        continue  # warm-up rows only fill the windows; they are not decided
                     day = None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY)
                 except (ValueError, TypeError, KeyError, AttributeError):
                     day = None
@@ -399,6 +408,7 @@ def run_replay(
     total_s = time.perf_counter() - t_start
     summary: dict[str, Any] = {
         "events": n_lines,
+        "warmup_events": len(warmup),
         "decisions": n_decisions,
         "rejects": queue.count,
         "late": n_late,

@@ -49,11 +49,17 @@ OUTPUT_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def interval_literal(seconds: int) -> str:
-    """A Flink interval literal; SECOND(p) sized so e.g. 600 s does not overflow SECOND(2)."""
+    """A Flink day-time interval literal, `INTERVAL 'd hh:mm:ss' DAY TO SECOND`.
+
+    One form for every length: `INTERVAL 'N' SECOND(p)` fails for N >= 1000 (Flink 1.20 supports
+    SECOND precision up to 3), e.g. a one-hour watermark."""
     seconds = int(seconds)
-    if seconds < 0:
-        raise ValueError(f"interval must be >= 0 seconds, got {seconds}")
-    return f"INTERVAL '{seconds}' SECOND({max(2, len(str(seconds)))})"
+    if not 0 <= seconds < 100 * 86400:
+        raise ValueError(f"interval must be within [0, 100 days), got {seconds} s")
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
 
 
 @dataclass(frozen=True)

@@ -474,3 +474,25 @@ def test_kinesis_event_shape():
     rec = ev["Records"][0]["kinesis"]
     assert rec["partitionKey"] == "5" and rec["sequenceNumber"] == f"{7:056d}"
     assert json.loads(base64.b64decode(rec["data"])) == {"cc_num": 5, "x": 1}
+
+
+def test_handlers_read_env_and_use_the_client_factory(store, monkeypatch):
+    runtime, kin, sqs = FakeRuntime(), FakeKinesis(), FakeSqs()
+    monkeypatch.setattr(
+        score, "clients", lambda: {"featurestore": store, "runtime": runtime, "kinesis": kin, "sqs": sqs}
+    )
+    monkeypatch.setattr(ingest, "clients", lambda: {"featurestore": store, "sqs": sqs})
+    monkeypatch.setenv("ENDPOINT_NAME", "my-endpoint")
+    monkeypatch.setenv("DECISIONS_STREAM_NAME", "my-decisions")
+    monkeypatch.setenv("FRAUD_THRESHOLD", "0.05")
+    monkeypatch.setenv("FAILURE_QUEUE_URL", QUEUE)
+    monkeypatch.setenv("FEATURE_GROUP_NAME", spec.STREAMING_FEATURE_GROUP.name)
+    event = common.kinesis_event([enriched("t", 1, 100.0, 5.0), "broken"], partition_keys=["1", "x"])
+    assert score.handler(event, None) == {"batchItemFailures": []}
+    assert runtime.calls[0][0] == "my-endpoint" and kin.calls[0][0] == "my-decisions"
+    assert kin.decisions()[0]["fraud"] is True  # 0.1 >= 0.05
+    assert ingest.handler(event, None) == {"batchItemFailures": []}
+    assert store.get_record(
+        FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="1"
+    )
+    assert [m["source"] for m in sqs.messages] == ["score_transaction", "ingest_aggregates"]

@@ -66,6 +66,7 @@ def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
             (2, D0 + DAY, 4, 10.0),
         ],
     )
+    warm = {"tid": "w", "cc_num": 1, "amount": 40.0, "trans_ts": D0 + 3500.0, "warmup": True}
     ev = [
         {"tid": "a", "cc_num": 1, "amount": 60.0, "trans_ts": D0 + 3600.0, "fraud_label": 1},
         {"tid": "b", "cc_num": 1, "amount": 20.0, "trans_ts": D0 + 3660.0, "fraud_label": 0},
@@ -81,13 +82,17 @@ def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
             "fraud_label": 0,
         },  # a day behind
     ]
-    lines = [json.dumps(e) for e in ev] + [
-        "{broken",
-        json.dumps({"tid": "neg", "cc_num": 1, "amount": -1.0, "trans_ts": D0 + 5.0}),
-        json.dumps({"tid": "nan", "cc_num": 1, "amount": float("nan"), "trans_ts": D0 + 5.0}),
-        json.dumps({"tid": "str", "cc_num": 1, "amount": "12", "trans_ts": D0 + 5.0}),
-        json.dumps({"tid": "nots", "cc_num": 1, "amount": 2.0}),
-    ]
+    lines = (
+        [json.dumps(warm)]
+        + [json.dumps(e) for e in ev]
+        + [
+            "{broken",
+            json.dumps({"tid": "neg", "cc_num": 1, "amount": -1.0, "trans_ts": D0 + 5.0}),
+            json.dumps({"tid": "nan", "cc_num": 1, "amount": float("nan"), "trans_ts": D0 + 5.0}),
+            json.dumps({"tid": "str", "cc_num": 1, "amount": "12", "trans_ts": D0 + 5.0}),
+            json.dumps({"tid": "nots", "cc_num": 1, "amount": 2.0}),
+        ]
+    )
     events_path = tmp_path / "events.jsonl"
     events_path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "decisions.jsonl"
@@ -106,9 +111,9 @@ def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
 
     f = {t: d["features"] for t, d in decisions.items()}
     assert list(f["a"]) == list(spec.MODEL_FEATURES)
-    # Day 0 uses cut-off D0 (10, 20.0); b's 10-min window holds a and b.
-    assert f["a"] == {"amount": 60.0, "amt_ratio1": 3.0, "amt_ratio2": 3.0, "count_ratio": 0.1}
-    assert f["b"] == {"amount": 20.0, "amt_ratio1": 40.0 / 20.0, "amt_ratio2": 1.0, "count_ratio": 0.2}
+    # Day 0 uses cut-off D0 (10, 20.0); the warm-up event w is in a's and b's windows but not decided.
+    assert f["a"] == {"amount": 60.0, "amt_ratio1": 50.0 / 20.0, "amt_ratio2": 3.0, "count_ratio": 0.2}
+    assert f["b"] == {"amount": 20.0, "amt_ratio1": 40.0 / 20.0, "amt_ratio2": 1.0, "count_ratio": 0.3}
     assert f["c"] == {
         "amount": 30.0,
         "amt_ratio1": 0.0,
@@ -122,7 +127,7 @@ def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
     assert decisions["late"]["late"] is True and sum(d["late"] for d in decisions.values()) == 1
     assert all(0.0 <= d["score"] <= 1.0 and d["fraud"] == (d["score"] >= 0.5) for d in decisions.values())
 
-    assert (s["events"], s["decisions"], s["rejects"], s["late"]) == (12, 7, 5, 1)
+    assert (s["events"], s["decisions"], s["rejects"], s["late"], s["warmup_events"]) == (12, 7, 5, 1, 1)
     assert s["fraud_flagged"] == sum(d["fraud"] for d in decisions.values())
     labels = {e["tid"]: e.get("fraud_label") for e in ev}
     tp = sum(d["fraud"] and labels[t] == 1 for t, d in decisions.items())
@@ -199,14 +204,22 @@ def test_transactions_to_events_window_and_bounded_shuffle(tmp_path):
     summary = events_mod.transactions_to_events(
         df, out, start=D0 + 100, end="2020-02-01 00:06:00", shuffle_within_seconds=4, seed=3
     )
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    every = [json.loads(x) for x in out.read_text().splitlines()]
+    rows = [r for r in every if not r.get("warmup")]
+    warm = [r for r in every if r.get("warmup")]
     assert summary["events"] == len(rows) == 130  # [D0+100, D0+360)
     assert {r["tid"] for r in rows} == {f"t{i}" for i in range(50, 180)}
+    # Warm-up: the 10 minutes before start (here back to D0, the data's first event), flagged.
+    assert summary["warmup_events"] == len(warm) == 50 and {r["tid"] for r in warm} == {
+        f"t{i}" for i in range(50)
+    }
     assert isinstance(rows[0]["cc_num"], int) and rows[0]["trans_ts"] >= D0 + 100
-    ts = [r["trans_ts"] for r in rows]
+    ts = [r["trans_ts"] for r in every]
     assert ts != sorted(ts)  # shuffled ...
     assert all(max(ts[: i + 1]) - t < 4 for i, t in enumerate(ts))  # ... but never 4 s behind the max
     assert events_mod.transactions_to_events(df, tmp_path / "all.jsonl")["events"] == 200
-    capped = events_mod.transactions_to_events(df, tmp_path / "cap.jsonl", start=D0 + 100, max_events=7)
+    capped = events_mod.transactions_to_events(
+        df, tmp_path / "cap.jsonl", start=D0 + 100, max_events=7, warmup_seconds=0
+    )
     rows = [json.loads(x) for x in (tmp_path / "cap.jsonl").read_text().splitlines()]
     assert capped["events"] == 7 and [r["tid"] for r in rows] == [f"t{i}" for i in range(50, 57)]

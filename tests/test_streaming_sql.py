@@ -10,12 +10,16 @@ from features import spec
 from streaming import job, sql
 
 
-def test_interval_literal_sizes_precision():
-    assert sql.interval_literal(600) == "INTERVAL '600' SECOND(3)"
-    assert sql.interval_literal(5) == "INTERVAL '5' SECOND(2)"
-    assert sql.interval_literal(604800) == "INTERVAL '604800' SECOND(6)"
-    with pytest.raises(ValueError):
-        sql.interval_literal(-1)
+def test_interval_literal_day_to_second():
+    assert sql.interval_literal(600) == "INTERVAL '0 00:10:00' DAY TO SECOND"
+    assert sql.interval_literal(5) == "INTERVAL '0 00:00:05' DAY TO SECOND"
+    assert (
+        sql.interval_literal(3661) == "INTERVAL '0 01:01:01' DAY TO SECOND"
+    )  # SECOND(4) would fail in Flink
+    assert sql.interval_literal(604800) == "INTERVAL '7 00:00:00' DAY TO SECOND"
+    for bad in (-1, 100 * 86400):
+        with pytest.raises(ValueError):
+            sql.interval_literal(bad)
 
 
 def test_window_comes_from_the_spec(monkeypatch):
@@ -27,7 +31,7 @@ def test_window_comes_from_the_spec(monkeypatch):
     # Changing the spec changes the SQL (nothing re-typed here).
     monkeypatch.setattr(spec, "SHORT_WINDOW", spec.Window("5m", 300))
     changed = sql.insert_sql()
-    assert "INTERVAL '300' SECOND(3) PRECEDING" in changed and "`num_trans_last_5m`" in changed
+    assert "INTERVAL '0 00:05:00' DAY TO SECOND PRECEDING" in changed and "`num_trans_last_5m`" in changed
 
 
 def test_insert_routes_late_and_invalid_rows_instead_of_dropping():
@@ -44,7 +48,7 @@ def test_source_has_event_time_and_watermark():
     conn = sql.ConnectorConfig("filesystem", "/in.jsonl", "/out")
     ddl = sql.source_ddl(conn, 7)
     assert "TO_TIMESTAMP_LTZ(CAST(ROUND(`trans_ts` * 1000) AS BIGINT), 3)" in ddl
-    assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '7' SECOND(2)" in ddl
+    assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '0 00:00:07' DAY TO SECOND" in ddl
     assert "'path' = '/in.jsonl'" in ddl and "'json.ignore-parse-errors' = 'true'" in ddl
     assert "PARTITIONED BY" not in sql.sink_ddl(conn)
 
