@@ -55,6 +55,7 @@ class RunReport:
 
     steps: list[StepResult] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
+    replay_summary: dict[str, Any] | None = None
 
     def table(self) -> str:
         width = max(len(s.name) for s in self.steps) if self.steps else 10
@@ -302,6 +303,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
     if "deployment" in state:
         report.artifacts["endpoint"] = f"{state['deployment']['url']}/invocations"
     if "replay" in state:
+        report.replay_summary = state["replay"]
         report.artifacts["decisions"] = str(work_dir / "replay" / "decisions.jsonl")
     return report
 
@@ -313,6 +315,10 @@ def cmd_local(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _log("\n" + report.table())
+    if report.replay_summary:
+        from streaming.replay import format_summary
+
+        _log("\nstreaming replay of the test window\n" + format_summary(report.replay_summary))
     if "endpoint" in report.artifacts:
         _log(f"\nThe local endpoint keeps serving; stop it with: python run_pipeline.py endpoint --work-dir {args.work_dir} --stop")
     return 0

@@ -19,8 +19,9 @@ import json
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -323,10 +324,15 @@ def _ingest_partition(
             ]
 
         done = 0
+        in_flight: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(put_with_retry, client, feature_group, record(r)) for r in rows]
-            for fut in futures:
-                fut.result()  # re-raises the first failure, failing the task (Spark retries it)
+            for r in rows:  # bounded in-flight queue: memory stays flat for any partition size
+                in_flight.append(pool.submit(put_with_retry, client, feature_group, record(r)))
+                if len(in_flight) >= 4 * workers:
+                    in_flight.popleft().result()  # re-raises a failure: the task fails, Spark retries it
+                    done += 1
+            while in_flight:
+                in_flight.popleft().result()
                 done += 1
         yield done
 
@@ -380,6 +386,16 @@ def _delete(spark: SparkSession, path: str) -> None:
     p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(p, True)
 
 
+def _write_text(spark: SparkSession, path: str, text: str) -> None:
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    stream = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(p, True)
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()
+
+
 def _progress(message: str) -> None:
     print(f"[aggregate] {message}", file=sys.stderr, flush=True)
 
@@ -422,17 +438,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _progress(f"reading {args.input}")
     tx = read_transactions(spark, args.input, args.input_format)
     valid = (
-        F.col(spec.EVENT_TIME).isNotNull() & F.col(spec.CARD_ID).isNotNull() & F.col(spec.AMOUNT).isNotNull()
+        F.col(spec.EVENT_TIME).isNotNull()
+        & F.col(spec.CARD_ID).isNotNull()
+        & F.col(spec.AMOUNT).isNotNull()
+        & F.col(spec.LABEL).isNotNull()
     )
-    tx = tx.where(valid & F.col(spec.LABEL).isNotNull()).withColumn(
-        "day", F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
-    )
+    day = F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
     stats = tx.agg(
-        F.count(F.lit(1)).alias("rows"), F.min("day").alias("first"), F.max("day").alias("last")
+        F.count(F.lit(1)).alias("all"),
+        F.count(F.when(valid, 1)).alias("rows"),
+        F.min(F.when(valid, day)).alias("first"),
+        F.max(F.when(valid, day)).alias("last"),
     ).first()
     if not stats or not stats["rows"]:
         raise JobInputError(f"input {args.input} has no valid transactions")
     rows_in, first_day, last_day = int(stats["rows"]), int(stats["first"]), int(stats["last"])
+    rows_invalid = int(stats["all"]) - rows_in  # unparsable datetime or a missing value
+    tx = tx.where(valid).withColumn("day", day)
     end_day = last_day + 1
     if snapshot_day is None:
         # Local mode (or a local store) works on historical data: the day after the last transaction.
@@ -513,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "input": args.input,
         "output": out,
         "rows_in": rows_in,
+        "rows_invalid_dropped": rows_invalid,
         "rows_out": split_rows,
         "rows": split_rows,
         "rows_history_dropped": rows_in - sum(split_rows.values()),
@@ -535,10 +558,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "records_ingested": ingested,
         "timings_s": timings,
     }
-    if "://" in out:
-        spark.sparkContext.parallelize([json.dumps(summary, indent=2)], 1).saveAsTextFile(
-            f"{out}/summary.json"
-        )
+    if "://" in out:  # S3 (or any Hadoop FS): one object through Hadoop's FileSystem
+        _write_text(spark, f"{out}/summary.json", json.dumps(summary, indent=2) + "\n")
     else:
         Path(out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _progress(f"done in {timings['total']:.1f}s: {json.dumps(split_rows)}; {ingested:,} records ingested")

@@ -92,6 +92,8 @@ def run(spark, data, tmp_path_factory):
     """One local run on CSV input with ingestion into the local store (default cut-off)."""
     base = tmp_path_factory.mktemp("agg")
     data[list(spec.TRANSACTION_COLUMNS)].to_csv(base / "tx.csv", index=False)
+    with (base / "tx.csv").open("a") as fh:  # one unparsable row: dropped and counted, not fatal
+        fh.write("bad-row,not-a-date,4000000000000000,1.0,0\n")
     db = base / "fs.db"
     argv = [
         "--input", str(base / "tx.csv"), "--output", str(base / "out"), "--local",
@@ -184,7 +186,7 @@ def test_time_based_splits(run, data):
         assert days.between(lo, hi - 1).all(), name
         expected = int(((data["ts"] // DAY >= lo) & (data["ts"] // DAY < hi)).sum())
         assert len(part) == expected == summary["rows_out"][name]
-    assert summary["rows_in"] == len(data)
+    assert summary["rows_in"] == len(data) and summary["rows_invalid_dropped"] == 1
     assert summary["rows_history_dropped"] == int((data["ts"] // DAY < day0 + 3).sum())
     assert summary["cards"] == 6
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -319,3 +321,32 @@ def test_factories_pickle():
     assert f.region == "eu-west-1"
     g = pickle.loads(pickle.dumps(aggregate.LocalFeatureStoreFactory("/tmp/x.db")))
     assert g.db_path == "/tmp/x.db"
+
+
+def test_partition_writes_sagemaker_records_with_retry(no_network):
+    """The boto3 client the factory builds, stubbed: exact PutRecord payload, throttling retried."""
+    from botocore.stub import Stubber
+
+    client = aggregate.SageMakerFeatureStoreFactory("eu-west-1")()
+    assert client.meta.service_model.service_name == "sagemaker-featurestore-runtime"
+    assert client.meta.region_name == "eu-west-1"
+    fg = spec.BATCH_FEATURE_GROUP
+    expected = {
+        "FeatureGroupName": fg.name,
+        "Record": [
+            {"FeatureName": "cc_num", "ValueAsString": "4000000000000001"},
+            {"FeatureName": "num_trans_last_1w", "ValueAsString": "12"},
+            {"FeatureName": "avg_amt_last_1w", "ValueAsString": "123.45678901234567"},
+            {"FeatureName": "trans_time", "ValueAsString": "1590969600.0"},
+        ],
+    }
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "put_record", service_error_code="ThrottlingException", expected_params=expected
+        )
+        stub.add_response("put_record", {}, expected_params=expected)
+        names = (fg.record_identifier, "num_trans_last_1w", "avg_amt_last_1w", fg.event_time)
+        run = aggregate._ingest_partition(lambda: client, fg.name, names, workers=2)
+        counts = list(run([(4000000000000001, 12, 123.45678901234567, 1590969600)]))
+        stub.assert_no_pending_responses()
+    assert counts == [1]

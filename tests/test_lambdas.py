@@ -496,3 +496,49 @@ def test_handlers_read_env_and_use_the_client_factory(store, monkeypatch):
         FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="1"
     )
     assert [m["source"] for m in sqs.messages] == ["score_transaction", "ingest_aggregates"]
+
+
+def test_ingest_writes_only_each_cards_newest_event(store):
+    calls = []
+
+    class Counting:
+        def put_record(self, **kw):
+            calls.append({f["FeatureName"]: f["ValueAsString"] for f in kw["Record"]})
+            return store.put_record(**kw)
+
+    events = [
+        enriched("a", 5, 1.0, 10.0, n=1),
+        enriched("b", 5, 2.0, 30.0, n=3, avg=7.0),
+        enriched("c", 5, 3.0, 20.0, n=2),
+        enriched("d", 6, 4.0, 15.0),
+    ]
+    resp = ingest.process_batch(
+        common.kinesis_event(events),
+        featurestore=Counting(),
+        sqs=FakeSqs(),
+        config=ingest.Config(failure_queue_url=QUEUE),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []}
+    assert sorted((c["cc_num"], c["trans_time"], c[S.count_name]) for c in calls) == [
+        ("5", "30.0", "3"),
+        ("6", "15.0", "1"),
+    ]
+
+    class Down:
+        def put_record(self, **kw):
+            from botocore.exceptions import ClientError
+
+            if kw["Record"][0]["ValueAsString"] == "5":
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "x"}}, "PutRecord")
+            return {}
+
+    resp = ingest.process_batch(
+        common.kinesis_event(events),
+        featurestore=Down(),
+        sqs=FakeSqs(),
+        config=ingest.Config(failure_queue_url=QUEUE),
+        policy=NO_SLEEP,
+    )
+    # Every record of the card whose write failed is retried (Kinesis resumes from the lowest).
+    assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 2, 3)]}

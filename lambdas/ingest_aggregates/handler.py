@@ -1,7 +1,8 @@
 """Write the 10-minute aggregates of enriched transactions to the `cc-agg-fg` online store.
 
-PutRecord per event with event time = the transaction's `trans_ts` (never the wall clock), so the
-store's event-time guard makes redelivery and reordering harmless. Late events (flagged by Flink,
+PutRecord with event time = the transaction's `trans_ts` (never the wall clock), so the store's
+event-time guard makes redelivery and reordering harmless; per batch only each card's newest
+on-time event is written (the older ones would be no-op writes under that guard). Late events (flagged by Flink,
 whose aggregates are partial by construction) are not written: they are counted instead, so a
 partial aggregate can never become a card's current record. Malformed records go to the failure
 queue with the reason; throttled/failed writes are reported as `batchItemFailures`.
@@ -66,7 +67,11 @@ def process_batch(
     items = common.decode_batch(event, enriched=True)
     bad = [it for it in items if it.event is None]
     failures: list[str] = []
-    written = late = 0
+    written = late = superseded = 0
+    # Only the newest on-time event per card matters: the store keeps the record with the latest
+    # event time anyway, so older ones in the same batch would be no-op writes (and throttle sooner).
+    newest: dict[int, common.KinesisItem] = {}
+    covered: dict[int, list[common.KinesisItem]] = {}
     for it in items:
         if it.event is None:
             common.log(
@@ -76,6 +81,12 @@ def process_batch(
         if it.event["late"]:
             late += 1
             continue
+        card = it.event[spec.CARD_ID]
+        covered.setdefault(card, []).append(it)
+        if card not in newest or it.event[spec.EVENT_TIME] >= newest[card].event[spec.EVENT_TIME]:
+            newest[card] = it
+    for card, it in newest.items():
+        superseded += len(covered[card]) - 1
         try:
             common.with_retries(
                 lambda it=it: featurestore.put_record(
@@ -90,9 +101,9 @@ def process_batch(
             if code in ("ValidationError", "ValidationException"):
                 it.reason = f"rejected by the feature store: {exc}"
                 bad.append(it)
-            else:  # throttling exhausted, service errors, missing group: retry later
+            else:  # throttling exhausted, service errors, missing group: retry the card's records later
                 common.log("ERROR", "PutRecord failed", error=str(exc), sequence=it.sequence_number)
-                failures.append(it.sequence_number)
+                failures.extend(x.sequence_number for x in covered[card])
     unsent = common.send_failures(
         sqs,
         config.failure_queue_url,
@@ -108,6 +119,7 @@ def process_batch(
         config.metrics_namespace,
         {
             "RecordsWritten": (written, "Count"),
+            "RecordsSuperseded": (superseded, "Count"),
             "LateEvents": (late, "Count"),
             "MalformedRecords": (len(bad), "Count"),
             "FailedRecords": (len(set(failures)), "Count"),
