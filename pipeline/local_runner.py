@@ -195,6 +195,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
             "--output", str(features_dir),
             "--feature-store", "local",
             "--feature-store-db", str(store_db),
+            "--local",
         ]  # fmt: skip
         if args.snapshot_date:
             argv += ["--snapshot-date", args.snapshot_date]

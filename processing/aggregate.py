@@ -8,7 +8,8 @@ Feature semantics (DESIGN.md, names/formulas from features.spec):
 - 10-minute aggregates: RANGE window per card over [ts - 600 s, ts], same-timestamp peers included.
 - 1-week snapshot for every daily cut-off T: transactions of the card in [T - 7 d, T), computed on a
   dense card x day grid (first day .. day after the last), 0/0 for cards without history.
-- A training row at ts joins the snapshot with T = floor_day(ts); ratios via spec.ratio_sql.
+- A training row at ts carries the snapshot values of T = floor_day(ts) (a RANGE window over the day
+  index, in the same shuffle as the 10-minute window); ratios via spec.ratio_sql.
 Ingestion publishes one cut-off (one record per card, event time = T) from inside the partitions.
 """
 

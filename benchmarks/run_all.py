@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Run every benchmark one after another and render docs/benchmarks.md from their results.
+
+    python benchmarks/run_all.py [--skip model,flink] [--only spark]
+
+Each benchmark writes benchmarks/results/<name>.json; this script runs them sequentially (the
+figures only mean something on an otherwise idle machine) and then writes the Markdown table the
+README links to. `model` runs the whole local pipeline on the default full-scale data set
+(`run_pipeline.py local --no-stream`) and records the test metrics and step times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+
+BENCHMARKS: dict[str, list[str]] = {
+    "simulator": ["benchmarks/bench_simulator.py"],
+    "spark": ["benchmarks/bench_spark.py", "--runs", "1"],
+    "model": ["benchmarks/run_all.py", "--model-run"],
+    "endpoint": ["benchmarks/bench_endpoint.py"],
+    "flink": ["benchmarks/bench_flink.py"],
+    "scoring": ["benchmarks/bench_scoring.py"],
+}
+
+
+def model_run(work_dir: Path) -> dict[str, Any]:
+    """Full-scale local pipeline (default simulator data); metrics come from its evaluation.json."""
+    command = [sys.executable, "run_pipeline.py", "local", "--work-dir", str(work_dir), "--no-stream", "--min-pr-auc", "0"]
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    subprocess.run([sys.executable, "run_pipeline.py", "endpoint", "--work-dir", str(work_dir), "--stop"], cwd=REPO)
+    if run.returncode != 0:
+        raise SystemExit(f"model run failed: {run.stderr.strip().splitlines()[-1:]}")
+    metrics = json.loads((work_dir / "evaluation" / "evaluation.json").read_text())["binary_classification_metrics"]
+    steps = {
+        line.split()[0]: float(line.split()[1].rstrip("s"))
+        for line in run.stdout.splitlines()
+        if line.split() and line.split()[0] in {"data", "aggregate+ingest", "train", "evaluate", "register", "deploy"}
+        and len(line.split()) > 1 and line.split()[1].endswith("s")
+    }  # fmt: skip
+    return {
+        "command": " ".join(command[1:]),
+        "wall_s": round(seconds, 1),
+        "steps_s": steps,
+        "test_metrics": {k: metrics[k]["value"] for k in ("pr_auc", "auc", "precision", "recall", "f1", "threshold")},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render() -> str:
+    """docs/benchmarks.md: one section per benchmark, figures straight from the result files."""
+    out = ["# Benchmarks", "", "Measured on this project's 2-core / 24 GiB machine by `python benchmarks/run_all.py`",
+           "(every figure below is read from `benchmarks/results/*.json`; rerun to refresh).", ""]  # fmt: skip
+    if sim := load("simulator"):
+        out += ["## Transaction simulator (`benchmarks/bench_simulator.py`)", "",
+                f"- {sim['rows']:,} transactions: generate {sim['generate_s']} s, + Parquet {sim['total_parquet_s']} s total, "
+                f"+ CSV {sim['total_csv_s']} s total (target < 15 s; the original Faker generator needs ~100 s of CPU).", ""]  # fmt: skip
+    if spark := load("spark"):
+        cold = spark["runs"][0]
+        phases = ", ".join(f"{k} {v} s" for k, v in cold["phases_s"].items())
+        out += ["## Spark job (`benchmarks/bench_spark.py`)", "",
+                f"- {spark['rows']:,} rows, {spark['cards']:,} cards on `local[2]`, fresh JVM: **{spark['total_wall_s_cold']} s** "
+                f"including the {spark['spark_session_start_s']} s session start (aggregation + training data + snapshots + ingestion "
+                f"of {spark['records_ingested']:,} records).",
+                f"- Phases: {phases}.", "- Original study's aggregation alone: ~50 s on this machine.", ""]  # fmt: skip
+    if model := load("model"):
+        m = model["test_metrics"]
+        out += ["## Model on the default simulated data (`benchmarks/run_all.py --only model`)", "",
+                f"- `{model['command']}`: test pr_auc **{m['pr_auc']:.4f}**, auc {m['auc']:.4f}, precision {m['precision']:.3f}, "
+                f"recall {m['recall']:.3f}, f1 {m['f1']:.3f} at threshold {m['threshold']} (target pr_auc >= 0.75; original ~0.64).",
+                "- Step times: " + ", ".join(f"{k} {v} s" for k, v in model["steps_s"].items()) + f"; wall {model['wall_s']} s.", ""]  # fmt: skip
+    if ep := load("endpoint"):
+        s, b = ep["single_row"], ep["batch"]
+        out += ["## Local endpoint (`benchmarks/bench_endpoint.py`)", "",
+                f"- Single row: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms ({s['requests_per_s']} req/s, {s['requests']} requests).",
+                f"- {b['rows_per_request']}-row requests: p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, **{b['rows_per_s']:,.0f} rows/s**.", ""]  # fmt: skip
+    if fl := load("flink"):
+        out += ["## Flink job locally (`benchmarks/bench_flink.py`)", "",
+                f"- {fl['events']:,} events, parallelism {fl['parallelism']}: **{fl['events_per_second_after_startup']:,} events/s** "
+                f"after start-up (start-up {fl['startup_seconds']} s; {fl['events_per_second_including_startup']:,} events/s including it).", ""]  # fmt: skip
+    if sc := load("scoring"):
+        new, base = sc["new_handler"], sc["baseline_per_record"]
+        out += ["## Scoring path (`benchmarks/bench_scoring.py`)", "",
+                f"- Batch handler (one BatchGetRecord + one multi-row InvokeEndpoint per batch of {sc['batch_size']}): "
+                f"**{new['events_per_second']:,.0f} events/s**, p50 {new['batch_of_100_ms']['p50']} ms, p99 {new['batch_of_100_ms']['p99']} ms per batch.",
+                f"- Original per-record pattern (GetRecord x2 + InvokeEndpoint per event), same run, same local services: "
+                f"{base['events_per_second']:,.0f} events/s, p50 {base['batch_of_100_ms']['p50']} ms per 100 events.",
+                f"- Speed-up: **{sc['speedup_events_per_second']}x** (target >= 10x).", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to skip")
+    parser.add_argument("--model-run", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--render-only", action="store_true", help="only rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.model_run:
+        result = model_run(REPO / "work" / "bench-model")
+        (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return 0
+    if not args.render_only:
+        chosen = [n for n in (args.only.split(",") if args.only else BENCHMARKS) if n and n not in args.skip.split(",")]
+        unknown = [n for n in chosen if n not in BENCHMARKS]
+        if unknown:
+            print(f"error: unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        for name in chosen:
+            print(f"=== {name} ===", flush=True)
+            if subprocess.run([sys.executable, *BENCHMARKS[name]], cwd=REPO).returncode != 0:
+                print(f"warning: benchmark {name} exited non-zero", file=sys.stderr)
+    DOC.write_text(render() + "\n")
+    print(f"wrote {DOC.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
