@@ -114,7 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.model_run:
-        result = model_run(REPO / "work" / "bench-model")
+        result = model_run(Path("work") / "bench-model")
         (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
         return 0
