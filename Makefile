@@ -25,9 +25,9 @@ $(VENV)/.installed: requirements.lock
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	touch $@
 
-$(FLINK_VENV)/.installed: streaming/requirements.txt $(VENV)/.installed
+$(FLINK_VENV)/.installed: streaming/requirements.lock $(VENV)/.installed
 	test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
-	$(UV) pip install -q --python $(FLINK_VENV)/bin/python -r streaming/requirements.txt
+	$(UV) pip install -q --python $(FLINK_VENV)/bin/python -r streaming/requirements.lock
 	touch $@
 
 lint: install

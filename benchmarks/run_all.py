@@ -35,14 +35,27 @@ BENCHMARKS: dict[str, list[str]] = {
 
 def model_run(work_dir: Path) -> dict[str, Any]:
     """Full-scale local pipeline (default simulator data); metrics come from its evaluation.json."""
-    command = [sys.executable, "run_pipeline.py", "local", "--work-dir", str(work_dir), "--no-stream", "--min-pr-auc", "0"]
+    command = [
+        sys.executable,
+        "run_pipeline.py",
+        "local",
+        "--work-dir",
+        str(work_dir),
+        "--no-stream",
+        "--min-pr-auc",
+        "0",
+    ]
     start = time.perf_counter()
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    subprocess.run([sys.executable, "run_pipeline.py", "endpoint", "--work-dir", str(work_dir), "--stop"], cwd=REPO)
+    subprocess.run(
+        [sys.executable, "run_pipeline.py", "endpoint", "--work-dir", str(work_dir), "--stop"], cwd=REPO
+    )
     if run.returncode != 0:
         raise SystemExit(f"model run failed: {run.stderr.strip().splitlines()[-1:]}")
-    metrics = json.loads((work_dir / "evaluation" / "evaluation.json").read_text())["binary_classification_metrics"]
+    metrics = json.loads((work_dir / "evaluation" / "evaluation.json").read_text())[
+        "binary_classification_metrics"
+    ]
     steps = {
         line.split()[0]: float(line.split()[1].rstrip("s"))
         for line in run.stdout.splitlines()
@@ -53,7 +66,9 @@ def model_run(work_dir: Path) -> dict[str, Any]:
         "command": " ".join(command[1:]),
         "wall_s": round(seconds, 1),
         "steps_s": steps,
-        "test_metrics": {k: metrics[k]["value"] for k in ("pr_auc", "auc", "precision", "recall", "f1", "threshold")},
+        "test_metrics": {
+            k: metrics[k]["value"] for k in ("pr_auc", "auc", "precision", "recall", "f1", "threshold")
+        },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -119,7 +134,11 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     if not args.render_only:
-        chosen = [n for n in (args.only.split(",") if args.only else BENCHMARKS) if n and n not in args.skip.split(",")]
+        chosen = [
+            n
+            for n in (args.only.split(",") if args.only else BENCHMARKS)
+            if n and n not in args.skip.split(",")
+        ]
         unknown = [n for n in chosen if n not in BENCHMARKS]
         if unknown:
             print(f"error: unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)

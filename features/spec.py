@@ -29,6 +29,33 @@ AMOUNT = "amount"
 EVENT_TIME = "trans_ts"
 
 
+NON_NEGATIVE_FIELDS: tuple[str, ...] = (CARD_ID, AMOUNT, EVENT_TIME)
+"""Numeric fields that must be finite and >= 0 in every path (Spark drops and counts, Flink routes
+around the window, the Lambdas reject to the failure destination with the reason)."""
+
+
+def value_problem(field: str, value: float) -> str | None:
+    """Why a required numeric value is invalid, or None: the validity rule in Python."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"{field} must be finite, got {value!r}"
+    if value < 0:
+        return f"{field} must be >= 0, got {value!r}"
+    return None
+
+
+def valid_event_sql(quote: str = "`") -> str:
+    """The same validity rule as a SQL predicate (Spark SQL and Flink SQL).
+
+    `x >= 0 AND x < Infinity` also rejects NaN in both engines (Flink: every NaN comparison is
+    false; Spark: NaN sorts above +Infinity)."""
+    required = [f"{quote}{f}{quote} IS NOT NULL" for f in EVENT_FIELDS]
+    ranges = [
+        f"{quote}{f}{quote} >= 0 AND CAST({quote}{f}{quote} AS DOUBLE) < CAST('Infinity' AS DOUBLE)"
+        for f in NON_NEGATIVE_FIELDS
+    ]
+    return "(" + " AND ".join(required + ranges) + ")"
+
+
 # --- Windows and aggregates ---------------------------------------------------
 @dataclass(frozen=True)
 class Window:

@@ -3,7 +3,10 @@
 Both handlers (ingest_aggregates, score_transaction) are thin: they decode a Kinesis batch with
 `decode_batch`, send malformed records to the failure destination with `send_failures` (never
 retried: a bad record stays bad), call AWS through `with_retries` (exponential backoff with full
-jitter on throttling only) and report the records to retry as `batchItemFailures`.
+jitter on throttling and on transient connection errors: refused/closed connections, timeouts)
+and report the records to retry as `batchItemFailures`. An AWS error (`AWS_ERRORS`) never
+escapes a handler: a crashed invocation would emit no metrics and re-send its malformed records
+to the failure queue on every Kinesis retry.
 The same code runs on AWS (boto3 clients) and locally (local clients with the same shapes).
 """
 
@@ -20,7 +23,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from features import spec
 
@@ -44,6 +53,16 @@ THROTTLING_CODES = frozenset(
 )
 """Error codes worth retrying in place: the request was fine, the service was busy."""
 
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    BotoConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError, SSLError
+    HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+    IncompleteReadError,
+)
+"""botocore errors raised before any answer arrived: the same request may succeed when re-sent."""
+
+AWS_ERRORS: tuple[type[BaseException], ...] = (ClientError, BotoCoreError)
+"""What an AWS call can raise once `with_retries` gives up; handlers turn it into batch item failures."""
+
 DEFAULT_METRICS_NAMESPACE = "FraudDetection/Streaming"
 
 
@@ -57,6 +76,11 @@ def error_code(exc: BaseException) -> str:
 
 def is_throttling(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLING_CODES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying in place: throttling, or a connection that failed or timed out."""
+    return is_throttling(exc) or isinstance(exc, TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -78,13 +102,15 @@ def with_retries(
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
-    """Run `call`, retrying only throttling errors; the last error propagates after max attempts."""
+    """Run `call`, retrying throttling and transient connection errors (`is_transient`) with backoff.
+
+    Any other error, and the last one after max attempts, propagates."""
     policy = policy or RetryPolicy()
     for attempt in range(policy.max_attempts):
         try:
             return call()
-        except ClientError as exc:
-            if not is_throttling(exc) or attempt == policy.max_attempts - 1:
+        except AWS_ERRORS as exc:
+            if not is_transient(exc) or attempt == policy.max_attempts - 1:
                 raise
             if on_retry:
                 on_retry(attempt, exc)
@@ -159,36 +185,53 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _as_float(v: int | float) -> float:
+    """float() of a JSON number; an integer too large for a double counts as infinite."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def _card_number(v: Any) -> int:
+    """The card number as an int (type check only; the range rule is spec.value_problem's)."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not _is_int(v):
+        raise MalformedRecord(f"{spec.CARD_ID} must be an integer, got {v!r}")
+    if v >= 2**63:
+        raise MalformedRecord(f"{spec.CARD_ID} must fit in a signed 64-bit integer, got {v!r}")
+    return v
+
+
 def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     """Check a transaction event (and, when `enriched`, the Flink aggregates); raise MalformedRecord.
 
+    Types are checked here; the value rules (finite, >= 0 for spec.NON_NEGATIVE_FIELDS) are
+    spec.value_problem, the same rule Spark and Flink apply through spec.valid_event_sql.
     Returns a normalised copy: `cc_num` int, `amount`/`trans_ts` float, optional fields kept."""
     if not isinstance(obj, dict):
         raise MalformedRecord(f"event is not a JSON object but {type(obj).__name__}")
-    missing = [f for f in spec.EVENT_FIELDS if obj.get(f) is None]
+    required = dict.fromkeys((*spec.EVENT_FIELDS, *spec.NON_NEGATIVE_FIELDS))
+    missing = [f for f in required if obj.get(f) is None]
     if missing:
         raise MalformedRecord(f"missing field(s): {', '.join(missing)}")
     out = dict(obj)
     tid = obj["tid"]
     if not isinstance(tid, str) or not tid:
         raise MalformedRecord(f"tid must be a non-empty string, got {tid!r}")
-    cc = obj[spec.CARD_ID]
-    if isinstance(cc, float) and cc.is_integer():
-        cc = int(cc)
-    if not _is_int(cc) or not 0 <= cc < 2**63:
-        raise MalformedRecord(f"{spec.CARD_ID} must be a non-negative 64-bit integer, got {cc!r}")
-    out[spec.CARD_ID] = cc
-    for name in (spec.AMOUNT, spec.EVENT_TIME):
+    for name in spec.NON_NEGATIVE_FIELDS:
         v = obj[name]
-        if not _is_number(v):
+        if name == spec.CARD_ID:
+            value: int | float = _card_number(v)
+        elif _is_number(v):
+            value = _as_float(v)
+        else:
             raise MalformedRecord(f"{name} must be a number, got {v!r}")
-        if not math.isfinite(v):
-            raise MalformedRecord(f"{name} must be finite, got {v!r}")
-        out[name] = float(v)
-    if out[spec.AMOUNT] < 0:
-        raise MalformedRecord(f"{spec.AMOUNT} must be >= 0, got {out[spec.AMOUNT]!r}")
-    if out[spec.EVENT_TIME] < 0:
-        raise MalformedRecord(f"{spec.EVENT_TIME} must be >= 0, got {out[spec.EVENT_TIME]!r}")
+        problem = spec.value_problem(name, value)
+        if problem:
+            raise MalformedRecord(problem)
+        out[name] = value
     label = obj.get(spec.LABEL)
     if label is not None and label not in (0, 1):
         raise MalformedRecord(f"{spec.LABEL} must be 0 or 1 when present, got {label!r}")
@@ -197,11 +240,14 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
         n, avg, late = obj.get(w.count_name), obj.get(w.avg_name), obj.get("late")
         if not _is_int(n) or n < 1:
             raise MalformedRecord(f"{w.count_name} must be an integer >= 1, got {n!r}")
-        if not _is_number(avg) or not math.isfinite(avg) or avg < 0:
-            raise MalformedRecord(f"{w.avg_name} must be a finite number >= 0, got {avg!r}")
+        if not _is_number(avg):
+            raise MalformedRecord(f"{w.avg_name} must be a number, got {avg!r}")
+        problem = spec.value_problem(w.avg_name, _as_float(avg))
+        if problem:
+            raise MalformedRecord(problem)
         if not isinstance(late, bool):
             raise MalformedRecord(f"late must be a boolean, got {late!r}")
-        out[w.avg_name] = float(avg)
+        out[w.avg_name] = _as_float(avg)
     return out
 
 
@@ -224,6 +270,10 @@ def parse_event(raw: bytes | str, *, enriched: bool = False) -> dict[str, Any]:
         obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedRecord(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise MalformedRecord(f"bad JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedRecord("bad JSON: nested too deeply") from None
     return validate_event(obj, enriched=enriched)
 
 
@@ -301,7 +351,7 @@ def send_failures(
                     policy=policy,
                     sleep=sleep,
                 )
-            except ClientError as exc:
+            except AWS_ERRORS as exc:
                 log("ERROR", "failure destination unavailable", error=str(exc), count=len(pending))
                 break
             failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}

@@ -75,11 +75,13 @@ def _log(message: str) -> None:
 
 # --- Local endpoint lifecycle -------------------------------------------------
 def _pid_alive(pid: int) -> bool:
+    """True when `pid` runs our endpoint server (a recycled PID of another program does not count)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or b"training.serve" in cmdline.read_bytes()
 
 
 def _free_port() -> int:
@@ -119,20 +121,22 @@ def deploy_local(work_dir: Path, model_data: Path, version: int, port: int) -> d
         port = port or int(previous.get("port") or 0)
         stop_endpoint(work_dir)
     port = port or _free_port()
-    log = open(endpoint_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training.serve", "--model", str(model_data), "--port", str(port)],
-        cwd=Path(__file__).resolve().parent.parent,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # outlives this run, like a deployed endpoint
-    )
+    with open(endpoint_dir / "server.log", "ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "training.serve", "--model", str(model_data), "--port", str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this run, like a deployed endpoint
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, timeout=60)
     except Exception as exc:  # the log says why (port taken, bad model, ...)
         process.terminate()
-        raise StepFailed(f"local endpoint did not start on port {port}: {exc} (see {endpoint_dir / 'server.log'})") from exc
+        raise StepFailed(
+            f"local endpoint did not start on port {port}: {exc} (see {endpoint_dir / 'server.log'})"
+        ) from exc
     record = {
         "endpoint_name": spec.ENDPOINT_NAME,
         "model_data": str(model_data.resolve()),
@@ -150,7 +154,12 @@ def deploy_local(work_dir: Path, model_data: Path, version: int, port: int) -> d
 def _timed(report: RunReport, index: int, total: int, name: str, step: Callable[[], str]) -> None:
     _log(f"[{index}/{total}] {name} ...")
     start = time.perf_counter()
-    detail = step()
+    try:
+        detail = step()
+    except StepFailed:
+        raise
+    except (ValueError, LookupError, OSError) as exc:  # bad input or data: the step's own message says what
+        raise StepFailed(f"{name}: {exc}") from exc
     seconds = time.perf_counter() - start
     report.steps.append(StepResult(name, seconds, detail))
     _log(f"[{index}/{total}] {name} done in {seconds:.1f}s: {detail}")
@@ -199,12 +208,15 @@ def run_local(args: argparse.Namespace) -> RunReport:
         ]  # fmt: skip
         if args.snapshot_date:
             argv += ["--snapshot-date", args.snapshot_date]
-        try:
-            summary = aggregate.main(argv)
-        except (ValueError, FileNotFoundError) as exc:
-            raise StepFailed(str(exc)) from exc
+        summary = aggregate.main(argv)
         state["aggregate"] = summary
         rows = summary.get("rows", {})
+        empty = [split for split in ("train", "validation", "test") if not rows.get(split)]
+        if empty:
+            raise StepFailed(
+                f"the {'/'.join(empty)} split is empty: data from {summary.get('first_day')} to {summary.get('last_day')} is too "
+                f"short for the time-based split (first 14 days are history, last 14 test, 14 before them validation)"
+            )
         return (
             f"train {rows.get('train', '?'):,} / validation {rows.get('validation', '?'):,} / "
             f"test {rows.get('test', '?'):,} rows; {summary.get('records_ingested', '?'):,} snapshot records "
@@ -223,16 +235,23 @@ def run_local(args: argparse.Namespace) -> RunReport:
 
         metrics = evaluate_model(state["model_data"], features_dir / "test", evaluation_dir)
         state["metrics"] = metrics["binary_classification_metrics"]
-        m = state["metrics"]
-        return (
-            f"pr_auc {m['pr_auc']['value']:.4f}, auc {m['auc']['value']:.4f}, precision {m['precision']['value']:.3f}, "
-            f"recall {m['recall']['value']:.3f}, f1 {m['f1']['value']:.3f} at threshold {m['threshold']['value']}"
+        m = {k: v["value"] for k, v in state["metrics"].items() if isinstance(v, dict) and "value" in v}
+        shown = ", ".join(
+            f"{k} {'n/a' if m.get(k) is None else format(m[k], '.4f')}"
+            for k in ("pr_auc", "auc", "precision", "recall", "f1")
         )
+        return f"{shown} at threshold {m.get('threshold')}"
 
     def quality_gate() -> str:
         pr_auc = state["metrics"]["pr_auc"]["value"]
+        if pr_auc is None:
+            raise StepFailed(
+                "quality gate: test pr_auc is undefined (the test split holds no fraud): use more data"
+            )
         if pr_auc < args.min_pr_auc:
-            raise StepFailed(f"quality gate: test pr_auc {pr_auc:.4f} is under --min-pr-auc {args.min_pr_auc}")
+            raise StepFailed(
+                f"quality gate: test pr_auc {pr_auc:.4f} is under --min-pr-auc {args.min_pr_auc}"
+            )
         return f"pr_auc {pr_auc:.4f} >= {args.min_pr_auc}"
 
     def register() -> str:
@@ -257,7 +276,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
 
     def stream_replay() -> str:
         if "deployment" not in state:
-            raise StepFailed("streaming replay needs a deployed model: pass --approve or approve a version first")
+            return "skipped: no deployed model (pass --approve, or approve a version and run `replay`)"
         from streaming.events import transactions_to_events
         from streaming.replay import ReplayError, run_replay
 
@@ -270,7 +289,9 @@ def run_local(args: argparse.Namespace) -> RunReport:
             max_events=args.replay_events, seed=args.seed,
         )  # fmt: skip
         try:
-            summary = run_replay(work_dir, events, replay_dir / "decisions.jsonl", endpoint_url=state["deployment"]["url"])
+            summary = run_replay(
+                work_dir, events, replay_dir / "decisions.jsonl", endpoint_url=state["deployment"]["url"]
+            )
         except ReplayError as exc:
             raise StepFailed(f"streaming replay: {exc}") from exc
         state["replay"] = summary
@@ -321,7 +342,9 @@ def cmd_local(args: argparse.Namespace) -> int:
 
         _log("\nstreaming replay of the test window\n" + format_summary(report.replay_summary))
     if "endpoint" in report.artifacts:
-        _log(f"\nThe local endpoint keeps serving; stop it with: python run_pipeline.py endpoint --work-dir {args.work_dir} --stop")
+        _log(
+            f"\nThe local endpoint keeps serving; stop it with: python run_pipeline.py endpoint --work-dir {args.work_dir} --stop"
+        )
     return 0
 
 
@@ -357,7 +380,11 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         if approved is None:
             print("error: no approved model version in the registry", file=sys.stderr)
             return 1
-        record = deploy_local(work_dir, Path(approved.model_data), approved.version, args.port)
+        try:
+            record = deploy_local(work_dir, Path(approved.model_data), approved.version, args.port)
+        except StepFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"version {approved.version} serving at {record['url']}")
         return 0
     record = read_deployment(work_dir)
@@ -368,19 +395,53 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     local = commands.add_parser("local", help="run the whole pipeline locally (no AWS)", description=__doc__)
-    local.add_argument("--rows", type=int, default=FULL_SCALE_ROWS, help="simulated transactions (default: %(default)s)")
+    local.add_argument(
+        "--rows", type=int, default=FULL_SCALE_ROWS, help="simulated transactions (default: %(default)s)"
+    )
     local.add_argument("--seed", type=int, default=7, help="simulator and replay seed (default: %(default)s)")
-    local.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where everything lands (default: %(default)s)")
-    local.add_argument("--transactions", help="CSV/Parquet with columns " + ", ".join(spec.TRANSACTION_COLUMNS) + " instead of the simulator")
-    local.add_argument("--snapshot-date", help="cut-off of the published 1-week snapshot (default: day after the last transaction)")
-    local.add_argument("--min-pr-auc", type=float, default=DEFAULT_MIN_PR_AUC, help="quality gate on test pr_auc (default: %(default)s)")
-    local.add_argument("--approve", action="store_true", help="approve the new model version before deploying it")
-    local.add_argument("--no-stream", action="store_true", help="skip the streaming replay of the test window")
-    local.add_argument("--replay-events", type=int, default=200_000, help="at most this many test-window events replayed (default: %(default)s)")
-    local.add_argument("--endpoint-port", type=int, default=0, help="local endpoint port (default: the previous one, else a free one)")
+    local.add_argument(
+        "--work-dir",
+        type=Path,
+        default=DEFAULT_WORK_DIR,
+        help="where everything lands (default: %(default)s)",
+    )
+    local.add_argument(
+        "--transactions",
+        help="CSV/Parquet with columns " + ", ".join(spec.TRANSACTION_COLUMNS) + " instead of the simulator",
+    )
+    local.add_argument(
+        "--snapshot-date",
+        help="cut-off of the published 1-week snapshot (default: day after the last transaction)",
+    )
+    local.add_argument(
+        "--min-pr-auc",
+        type=float,
+        default=DEFAULT_MIN_PR_AUC,
+        help="quality gate on test pr_auc (default: %(default)s)",
+    )
+    local.add_argument(
+        "--approve", action="store_true", help="approve the new model version before deploying it"
+    )
+    local.add_argument(
+        "--no-stream", action="store_true", help="skip the streaming replay of the test window"
+    )
+    local.add_argument(
+        "--replay-events",
+        type=int,
+        default=200_000,
+        help="at most this many test-window events replayed (default: %(default)s)",
+    )
+    local.add_argument(
+        "--endpoint-port",
+        type=int,
+        default=0,
+        help="local endpoint port (default: the previous one, else a free one)",
+    )
     local.set_defaults(handler=cmd_local)
 
-    endpoint = commands.add_parser("endpoint", help="show, stop or (re)deploy the local endpoint of a work dir")
+    endpoint = commands.add_parser(
+        "endpoint", help="show, stop or (re)deploy the local endpoint of a work dir"
+    )
     endpoint.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
     endpoint.add_argument("--stop", action="store_true", help="stop the running local endpoint")
     endpoint.add_argument("--deploy-latest", action="store_true", help="deploy the newest approved version")

@@ -542,3 +542,221 @@ def test_ingest_writes_only_each_cards_newest_event(store):
     )
     # Every record of the card whose write failed is retried (Kinesis resumes from the lowest).
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 2, 3)]}
+
+
+# --- connection errors (botocore BotoCoreError: Stubber cannot raise them, so tiny fakes do) --------
+def _conn_errors():
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    url = "https://runtime.sagemaker.us-east-1.amazonaws.com"
+    return [
+        EndpointConnectionError(endpoint_url=url),
+        ReadTimeoutError(endpoint_url=url),
+        ConnectionClosedError(endpoint_url=url),
+    ]
+
+
+class Unreachable:
+    """Every AWS method raises `exc` (a connection error) for the first `times` calls, then delegates."""
+
+    def __init__(self, exc, times=10**9, inner=None):
+        self.exc, self.times, self.inner, self.calls = exc, times, inner, 0
+
+    def _call(self, name, **kw):
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.exc
+        return getattr(self.inner, name)(**kw)
+
+    def invoke_endpoint(self, **kw):
+        return self._call("invoke_endpoint", **kw)
+
+    def batch_get_record(self, **kw):
+        return self._call("batch_get_record", **kw)
+
+    def put_record(self, **kw):
+        return self._call("put_record", **kw)
+
+    def put_records(self, **kw):
+        return self._call("put_records", **kw)
+
+    def send_message_batch(self, **kw):
+        return self._call("send_message_batch", **kw)
+
+
+@pytest.mark.parametrize("exc", _conn_errors(), ids=lambda e: type(e).__name__)
+def test_with_retries_retries_connection_errors_with_backoff(exc):
+    flaky = Unreachable(exc, times=2, inner=FakeSqs())
+    sleeps = []
+    policy = common.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=1.0)
+    resp = common.with_retries(
+        lambda: flaky.send_message_batch(QueueUrl=QUEUE, Entries=[{"Id": "1", "MessageBody": "{}"}]),
+        policy=policy,
+        sleep=sleeps.append,
+    )
+    assert resp["Successful"] == [{"Id": "1"}] and flaky.calls == 3
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.01 and 0 <= sleeps[1] <= 0.02
+    dead = Unreachable(exc)
+    with pytest.raises(type(exc)):
+        common.with_retries(lambda: dead.put_record(), policy=NO_SLEEP, sleep=lambda s: None)
+    assert dead.calls == NO_SLEEP.max_attempts
+
+
+def test_with_retries_does_not_retry_client_side_botocore_errors():
+    from botocore.exceptions import ParamValidationError
+
+    calls = []
+
+    def bad():
+        calls.append(1)
+        raise ParamValidationError(report="Missing required parameter")
+
+    with pytest.raises(ParamValidationError):
+        common.with_retries(bad, policy=NO_SLEEP, sleep=lambda s: None)
+    assert calls == [1]
+
+
+def _emf(out: str) -> dict:
+    return next(d for d in map(json.loads, out.splitlines()) if "_aws" in d)
+
+
+def test_score_endpoint_unreachable_reports_batch_and_still_emits_metrics(store, capsys):
+    from botocore.exceptions import EndpointConnectionError
+
+    runtime = Unreachable(EndpointConnectionError(endpoint_url="https://runtime.sagemaker"))
+    sqs, kin, sleeps = FakeSqs(), FakeKinesis(), []
+    payloads = [json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage", json.dumps(enriched("b", 2, 2.0, 2.0))]
+    event = common.kinesis_event(payloads, partition_keys=["1", "x", "2"])
+    for _ in range(2):  # Kinesis re-delivers the batch: the malformed record is not re-sent
+        resp = score.process_batch(
+            event,
+            featurestore=store,
+            runtime=runtime,
+            kinesis=kin,
+            sqs=sqs,
+            config=score_cfg(),
+            policy=NO_SLEEP,
+            sleep=sleeps.append,
+        )
+        assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 3)]}
+        emf = _emf(capsys.readouterr().out)
+        assert (emf["Decisions"], emf["FailedRecords"], emf["MalformedRecords"]) == (0, 2, 1)
+    assert runtime.calls == 2 * NO_SLEEP.max_attempts  # retried in place with backoff each time
+    assert len(sleeps) == 2 * (NO_SLEEP.max_attempts - 1)
+    assert kin.calls == [] and len(sqs.messages) == 2 and sqs.messages[0]["reason"].startswith("bad JSON")
+
+
+def test_score_feature_store_read_timeout_once_is_retried(store):
+    from botocore.exceptions import ReadTimeoutError
+
+    fs = Unreachable(ReadTimeoutError(endpoint_url="https://featurestore"), times=1, inner=store)
+    kin = FakeKinesis()
+    resp = score.process_batch(
+        common.kinesis_event([enriched("t", 1, 100.0, 1.6e9)]),
+        featurestore=fs,
+        runtime=FakeRuntime(),
+        kinesis=kin,
+        sqs=FakeSqs(),
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []} and fs.calls == 2
+    assert kin.decisions()[0]["features"]["amt_ratio2"] == 2.0  # card 1 snapshot avg 50.0
+
+
+def test_score_decisions_stream_and_failure_queue_unreachable(store, capsys):
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+    kin = Unreachable(ConnectionClosedError(endpoint_url="https://kinesis"))
+    sqs = Unreachable(EndpointConnectionError(endpoint_url="https://sqs"))
+    event = common.kinesis_event(
+        [json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage"], partition_keys=["1", "x"]
+    )
+    resp = score.process_batch(
+        event,
+        featurestore=store,
+        runtime=FakeRuntime(),
+        kinesis=kin,
+        sqs=sqs,
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    # Scored but undelivered, and malformed but unsent: both are retried by Kinesis, nothing is lost.
+    assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (2, 1)]}
+    assert kin.calls == NO_SLEEP.max_attempts and sqs.calls == NO_SLEEP.max_attempts
+    assert _emf(capsys.readouterr().out)["FailedRecords"] == 2
+
+
+def test_ingest_connection_errors_become_batch_item_failures(store, capsys):
+    from botocore.exceptions import EndpointConnectionError
+
+    class HalfDown:
+        """Card 5's writes never connect; card 6's go through."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def put_record(self, **kw):
+            self.calls += 1
+            if kw["Record"][0]["ValueAsString"] == "5":
+                raise EndpointConnectionError(endpoint_url="https://featurestore-runtime")
+            return store.put_record(**kw)
+
+    fs = HalfDown()
+    events = [enriched("a", 5, 1.0, 10.0), enriched("b", 6, 2.0, 11.0), enriched("c", 5, 3.0, 12.0)]
+    resp = ingest.process_batch(
+        common.kinesis_event([*events, "nope"], partition_keys=["5", "6", "5", "x"]),
+        featurestore=fs,
+        sqs=FakeSqs(),
+        config=ingest.Config(failure_queue_url=QUEUE),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 3)]}
+    assert fs.calls == NO_SLEEP.max_attempts + 1  # card 5 retried in place, card 6 written once
+    got = store.get_record(FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="6")
+    assert {f["FeatureName"]: f["ValueAsString"] for f in got["Record"]}["trans_time"] == "11.0"
+    emf = _emf(capsys.readouterr().out)
+    assert (emf["RecordsWritten"], emf["FailedRecords"], emf["MalformedRecords"]) == (1, 2, 1)
+
+
+# --- validation: the spec's value rule ------------------------------------------------------------
+@pytest.mark.parametrize("field", spec.NON_NEGATIVE_FIELDS)
+@pytest.mark.parametrize("value", [-1, -0.5, float("inf"), float("-inf"), float("nan")])
+def test_validate_event_value_rule_is_the_spec_rule(field, value):
+    ev = enriched("t", 1, 1.0, 1.0)
+    ev[field] = value
+    expected = spec.value_problem(field, value if field == spec.CARD_ID else float(value))
+    if field == spec.CARD_ID and not float(value).is_integer():
+        expected = f"cc_num must be an integer, got {value!r}"  # a type error before any value rule
+    with pytest.raises(common.MalformedRecord) as err:
+        common.validate_event(ev, enriched=True)
+    assert str(err.value) == expected
+
+
+def test_validate_event_delegates_ranges_to_spec(monkeypatch):
+    ev = enriched("t", 1, 150.0, 1.0)
+    assert common.validate_event(ev)["amount"] == 150.0
+    monkeypatch.setattr(
+        spec, "value_problem", lambda f, v: f"{f} over 100" if f == spec.AMOUNT and v > 100 else None
+    )
+    with pytest.raises(common.MalformedRecord, match="^amount over 100$"):
+        common.validate_event(ev)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (json.dumps(enriched("t", 1, 10**400, 1.0)), "amount must be finite"),
+        ('{"tid": "t", "cc_num": 1, "amount": 1e999, "trans_ts": 1}', "amount must be finite"),
+        (json.dumps(enriched("t", 2**64, 1.0, 1.0)), "cc_num must fit in a signed 64-bit integer"),
+        (json.dumps(enriched("t", 1, "1.0", 1.0)), "amount must be a number, got '1.0'"),
+        (json.dumps(enriched("t", 1, 1.0, True)), "trans_ts must be a number, got True"),
+        (json.dumps(enriched("t", 1, 1.0, 1.0, avg=-2.0)), "avg_amt_last_10m must be >= 0, got -2.0"),
+        ("1" * 5000, "bad JSON"),
+        ("[" * 100_000, "bad JSON: nested too deeply"),
+    ],
+)
+def test_parse_event_rejects_edge_values_without_crashing(raw, reason):
+    with pytest.raises(common.MalformedRecord) as err:
+        common.parse_event(raw, enriched=True)
+    assert reason in str(err.value)

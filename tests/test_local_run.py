@@ -25,10 +25,24 @@ def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
 @pytest.mark.xdist_group("e2e")
 def test_local_run_end_to_end(tmp_path: Path) -> None:
     work = tmp_path / "run"
-    result = run_cli("local", "--rows", "120000", "--seed", "3", "--work-dir", str(work), "--no-stream", "--approve", "--min-pr-auc", "0.3")
+    result = run_cli(
+        "local",
+        "--rows",
+        "120000",
+        "--seed",
+        "3",
+        "--work-dir",
+        str(work),
+        "--no-stream",
+        "--approve",
+        "--min-pr-auc",
+        "0.3",
+    )
     try:
         assert result.returncode == 0, result.stderr[-3000:]
-        metrics = json.loads((work / "evaluation" / "evaluation.json").read_text())["binary_classification_metrics"]
+        metrics = json.loads((work / "evaluation" / "evaluation.json").read_text())[
+            "binary_classification_metrics"
+        ]
         for name in ("auc", "pr_auc", "precision", "recall", "f1", "threshold"):
             assert 0.0 <= metrics[name]["value"] <= 1.0, name
         assert (work / "evaluation" / "evaluation.png").stat().st_size > 10_000
@@ -50,7 +64,9 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
                         "--no-stream", "--min-pr-auc", "1.01")  # fmt: skip
         assert gated.returncode == 1
         assert gated.stderr.strip().splitlines()[-1].startswith("error: quality gate: test pr_auc")
-        assert sorted(p.name for p in (work / "registry" / spec.MODEL_PACKAGE_GROUP).iterdir() if p.name.isdigit()) == ["1"]
+        assert sorted(
+            p.name for p in (work / "registry" / spec.MODEL_PACKAGE_GROUP).iterdir() if p.name.isdigit()
+        ) == ["1"]
     finally:
         run_cli("endpoint", "--work-dir", str(work), "--stop")
 
@@ -58,7 +74,9 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.xdist_group("e2e")
 def test_local_run_rejects_csv_without_required_column(tmp_path: Path) -> None:
     csv = tmp_path / "tx.csv"
-    pd.DataFrame({"tid": ["a"], "datetime": ["2020-01-01 00:00:00"], "cc_num": [4000000000000001], "fraud_label": [0]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {"tid": ["a"], "datetime": ["2020-01-01 00:00:00"], "cc_num": [4000000000000001], "fraud_label": [0]}
+    ).to_csv(csv, index=False)
     result = run_cli("local", "--transactions", str(csv), "--work-dir", str(tmp_path / "w"), "--no-stream")
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -67,6 +85,28 @@ def test_local_run_rejects_csv_without_required_column(tmp_path: Path) -> None:
 
 
 def test_local_run_rejects_missing_file(tmp_path: Path) -> None:
-    result = run_cli("local", "--transactions", str(tmp_path / "nope.csv"), "--work-dir", str(tmp_path / "w"), "--no-stream")
+    result = run_cli(
+        "local",
+        "--transactions",
+        str(tmp_path / "nope.csv"),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--no-stream",
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: --transactions {tmp_path / 'nope.csv'}: no such file or directory"
+    assert (
+        result.stderr.strip() == f"error: --transactions {tmp_path / 'nope.csv'}: no such file or directory"
+    )
+
+
+@pytest.mark.xdist_group("e2e")
+def test_local_run_on_too_short_history_fails_with_one_line(tmp_path: Path) -> None:
+    """Ten days of data leave the train split empty: the run says so instead of a traceback."""
+    from processing.simulate import simulate
+
+    csv = tmp_path / "short.csv"
+    simulate(rows=3000, seed=1, start="2020-01-01", end="2020-01-11").to_csv(csv, index=False)
+    result = run_cli("local", "--transactions", str(csv), "--work-dir", str(tmp_path / "w"), "--no-stream")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")

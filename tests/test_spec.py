@@ -19,14 +19,26 @@ def test_windows_match_design() -> None:
 
 
 def test_model_input_order_and_ratios() -> None:
-    row = {"amount": 50.0, "num_trans_last_10m": 3, "avg_amt_last_10m": 30.0, "num_trans_last_1w": 12, "avg_amt_last_1w": 20.0}
+    row = {
+        "amount": 50.0,
+        "num_trans_last_10m": 3,
+        "avg_amt_last_10m": 30.0,
+        "num_trans_last_1w": 12,
+        "avg_amt_last_1w": 20.0,
+    }
     got = spec.model_input(row)
     assert list(got) == ["amount", "amt_ratio1", "amt_ratio2", "count_ratio"]
     assert got == {"amount": 50.0, "amt_ratio1": 1.5, "amt_ratio2": 2.5, "count_ratio": 0.25}
 
 
 def test_zero_denominator_gives_zero() -> None:
-    row = {"amount": 50.0, "num_trans_last_10m": 1, "avg_amt_last_10m": 50.0, "num_trans_last_1w": 0, "avg_amt_last_1w": 0.0}
+    row = {
+        "amount": 50.0,
+        "num_trans_last_10m": 1,
+        "avg_amt_last_10m": 50.0,
+        "num_trans_last_1w": 0,
+        "avg_amt_last_1w": 0.0,
+    }
     assert spec.ratio_features(row) == {"amt_ratio1": 0.0, "amt_ratio2": 0.0, "count_ratio": 0.0}
     assert spec.safe_ratio_array([1.0, 2.0], [0.0, 4.0]).tolist() == [0.0, 0.5]
 
@@ -35,7 +47,10 @@ def test_zero_denominator_gives_zero() -> None:
 def test_sql_rendering_equals_python(ratio: spec.Ratio) -> None:
     """The SQL string used by Spark computes exactly what the serving code computes."""
     rng = np.random.default_rng(1)
-    values = [(float(a), float(b)) for a, b in zip(rng.uniform(0, 1e4, 50), rng.choice([0.0, 1.0, 3.0, 123.456], 50), strict=True)]
+    values = [
+        (float(a), float(b))
+        for a, b in zip(rng.uniform(0, 1e4, 50), rng.choice([0.0, 1.0, 3.0, 123.456], 50), strict=True)
+    ]
     db = sqlite3.connect(":memory:")
     db.execute(f"CREATE TABLE t ({ratio.numerator} REAL, {ratio.denominator} REAL)")
     db.executemany("INSERT INTO t VALUES (?, ?)", values)
@@ -49,4 +64,9 @@ def test_feature_group_schemas() -> None:
     fg = spec.FEATURE_GROUPS["cc-agg-batch-fg"]
     assert fg.record_identifier == "cc_num" and fg.event_time == "trans_time"
     assert fg.feature_definitions()[1] == {"FeatureName": "num_trans_last_1w", "FeatureType": "Integral"}
-    assert spec.STREAMING_FEATURE_GROUP.feature_names == ("cc_num", "num_trans_last_10m", "avg_amt_last_10m", "trans_time")
+    assert spec.STREAMING_FEATURE_GROUP.feature_names == (
+        "cc_num",
+        "num_trans_last_10m",
+        "avg_amt_last_10m",
+        "trans_time",
+    )

@@ -5,7 +5,8 @@ event-time guard makes redelivery and reordering harmless; per batch only each c
 on-time event is written (the older ones would be no-op writes under that guard). Late events (flagged by Flink,
 whose aggregates are partial by construction) are not written: they are counted instead, so a
 partial aggregate can never become a card's current record. Malformed records go to the failure
-queue with the reason; throttled/failed writes are reported as `batchItemFailures`.
+queue with the reason; writes that still fail after retries (throttling, connection errors,
+service errors) are reported as `batchItemFailures`: the invocation itself never fails.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from features import spec
 from lambdas import common
@@ -96,13 +95,19 @@ def process_batch(
                 sleep=sleep,
             )
             written += 1
-        except ClientError as exc:
+        except common.AWS_ERRORS as exc:
             code = common.error_code(exc)
             if code in ("ValidationError", "ValidationException"):
                 it.reason = f"rejected by the feature store: {exc}"
                 bad.append(it)
-            else:  # throttling exhausted, service errors, missing group: retry the card's records later
-                common.log("ERROR", "PutRecord failed", error=str(exc), sequence=it.sequence_number)
+            else:  # throttling/connection errors exhausted, service errors, missing group: retry later
+                common.log(
+                    "ERROR",
+                    "PutRecord failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    sequence=it.sequence_number,
+                )
                 failures.extend(x.sequence_number for x in covered[card])
     unsent = common.send_failures(
         sqs,

@@ -3,8 +3,9 @@
 Per Kinesis batch: one BatchGetRecord for the distinct cards (1-week snapshot), the ratios from
 features.spec, ONE multi-row CSV InvokeEndpoint, and PutRecords of the decisions (failed entries
 retried). Malformed records go to the failure queue with the reason and are not retried; records
-that could not be scored or delivered are returned as `batchItemFailures` (Kinesis then retries
-from the lowest one; downstream consumers de-duplicate decisions by `tid`).
+that could not be scored or delivered (throttling or connection errors once retries run out,
+endpoint/model errors) are returned as `batchItemFailures` (Kinesis then retries from the lowest
+one; downstream consumers de-duplicate decisions by `tid`); the invocation itself never fails.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from features import spec
 from lambdas import common
@@ -148,14 +147,15 @@ def parse_scores(body: bytes | str, expected: int) -> list[float]:
 def invoke(
     runtime: Any, endpoint: str, body: str, *, policy: common.RetryPolicy, sleep: Callable[[float], None]
 ) -> bytes:
-    resp = common.with_retries(
-        lambda: runtime.invoke_endpoint(
+    """One InvokeEndpoint; the body is read inside the retried call (a read timeout re-sends the request)."""
+
+    def call() -> bytes:
+        resp = runtime.invoke_endpoint(
             EndpointName=endpoint, Body=body.encode(), ContentType="text/csv", Accept="text/csv"
-        ),
-        policy=policy,
-        sleep=sleep,
-    )
-    return resp["Body"].read()
+        )
+        return resp["Body"].read()
+
+    return common.with_retries(call, policy=policy, sleep=sleep)
 
 
 def put_decisions(
@@ -180,7 +180,7 @@ def put_decisions(
                     policy=policy,
                     sleep=sleep,
                 )
-            except ClientError as exc:
+            except common.AWS_ERRORS as exc:
                 common.log("ERROR", "PutRecords failed", error=str(exc), count=len(pending))
                 break
             results = resp.get("Records", [])
@@ -244,9 +244,15 @@ def process_batch(
             )
             t3 = time.perf_counter()
             fs_ms, ep_ms = (t2 - t1) * 1000, (t3 - t2) * 1000
-        except (ClientError, RuntimeError, ValueError) as exc:
+        except (*common.AWS_ERRORS, RuntimeError, ValueError) as exc:
             # Transient or service-side: the whole scoring batch is retried by Kinesis.
-            common.log("ERROR", "scoring failed; batch will be retried", error=str(exc), records=len(good))
+            common.log(
+                "ERROR",
+                "scoring failed; batch will be retried",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                records=len(good),
+            )
             failures += [it.sequence_number for it in good]
             good = []
         else:
