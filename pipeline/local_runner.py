@@ -235,6 +235,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
 
         metrics = evaluate_model(state["model_data"], features_dir / "test", evaluation_dir)
         state["metrics"] = metrics["binary_classification_metrics"]
+        state["test_positives"] = metrics.get("dataset", {}).get("positives")
         m = {k: v["value"] for k, v in state["metrics"].items() if isinstance(v, dict) and "value" in v}
         shown = ", ".join(
             f"{k} {'n/a' if m.get(k) is None else format(m[k], '.4f')}"

@@ -11,6 +11,9 @@ Feature semantics (DESIGN.md, names/formulas from features.spec):
 - A training row at ts carries the snapshot values of T = floor_day(ts) (a RANGE window over the day
   index, in the same shuffle as the 10-minute window); ratios via spec.ratio_sql.
 Ingestion publishes one cut-off (one record per card, event time = T) from inside the partitions.
+Invalid rows (spec.valid_event_sql: a missing/unparsable field, a negative or non-finite card,
+amount or time; plus, batch-only, a label other than 0/1) are dropped before any window and
+counted, with the reasons, in the summary (`rows_invalid_dropped`, `rows_invalid_reasons`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if __name__ == "__main__" and __package__ is None:  # `python processing/aggrega
     if (_root / "features").is_dir():
         sys.path.insert(0, str(_root))
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from features import spec
@@ -165,17 +168,55 @@ def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> Data
                 f"found: {', '.join(raw.columns) or 'none'})"
             )
     ts = F.col("datetime").cast("timestamp")
+    # Through double so 0.7 or 1.5 is not truncated to a valid-looking 0/1: any other value is -1,
+    # which the validity rule drops as "not 0 or 1" (unparsable stays null: "missing or unparsable").
+    label = F.col(spec.LABEL).cast("double")
+    label = F.when(label.isNull() | label.isin(0.0, 1.0), label.cast("int")).otherwise(F.lit(-1))
     return raw.select(
         F.col("tid").cast("string").alias("tid"),
         ts.alias("datetime"),
         ts.cast("double").alias(spec.EVENT_TIME),
         F.col(spec.CARD_ID).cast("long").alias(spec.CARD_ID),
         F.col(spec.AMOUNT).cast("double").alias(spec.AMOUNT),
-        F.col(spec.LABEL).cast("int").alias(spec.LABEL),
+        label.alias(spec.LABEL),
     )
 
 
+def _label_ok() -> Column:
+    return F.col(spec.LABEL).isin(0, 1)
+
+
+def valid_row() -> Column:
+    """The one validity rule of every path (spec.valid_event_sql) plus the label in {0, 1} (batch only)."""
+    return F.expr(spec.valid_event_sql()) & _label_ok()
+
+
+def invalid_reasons() -> dict[str, Column]:
+    """Diagnostic counts of why rows are invalid (a row may count under several reasons).
+
+    Validity itself is decided by `valid_row` only; the range reason is the rest of the spec rule
+    once the nulls are accounted for, so the rule is not written a second time here."""
+    fields = dict.fromkeys((*spec.EVENT_FIELDS, *spec.NON_NEGATIVE_FIELDS, spec.LABEL))
+    no_nulls = F.lit(True)
+    reasons: dict[str, Column] = {}
+    for f in fields:
+        what = f"{f} (from datetime)" if f == spec.EVENT_TIME else f
+        reasons[f"{what} missing or unparsable"] = F.count(F.when(F.col(f).isNull(), 1))
+        no_nulls = no_nulls & F.col(f).isNotNull()
+    in_range = F.expr(spec.valid_event_sql())
+    reasons[f"negative or non-finite {'/'.join(spec.NON_NEGATIVE_FIELDS)}"] = F.count(
+        F.when(no_nulls & ~in_range, 1)
+    )
+    reasons[f"{spec.LABEL} not 0 or 1"] = F.count(F.when(no_nulls & ~_label_ok(), 1))
+    return reasons
+
+
 # --- features -------------------------------------------------------------------------------------
+def safe_avg(total: Column, count: Column) -> Column:
+    """total / count, and 0 when the count is 0 (DESIGN: a card without transactions has average 0)."""
+    return F.when(count > 0, total / count).otherwise(F.lit(0.0))
+
+
 def with_short_window(tx: DataFrame) -> DataFrame:
     """10-minute count/avg per card over [ts - 600, ts], ties included (RANGE frame)."""
     w = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME).rangeBetween(-SHORT.seconds, 0)
@@ -202,7 +243,7 @@ def snapshot_grid(tx: DataFrame, first_day: int, last_cutoff_day: int) -> DataFr
         spec.CARD_ID,
         "day",
         n.alias(LONG.count_name),
-        F.when(n > 0, s / n).otherwise(F.lit(0.0)).alias(LONG.avg_name),
+        safe_avg(s, n).alias(LONG.avg_name),
     )
 
 
@@ -223,7 +264,7 @@ def direct_snapshot(tx: DataFrame, cutoff_day: int) -> DataFrame:
             spec.CARD_ID,
             F.lit(cutoff_day).cast("long").alias("day"),
             n.alias(LONG.count_name),
-            F.when(n > 0, F.col("s") / n).otherwise(F.lit(0.0)).alias(LONG.avg_name),
+            safe_avg(F.col("s"), n).alias(LONG.avg_name),
         )
     )
 
@@ -239,10 +280,7 @@ def training_rows(tx: DataFrame) -> DataFrame:
     n = F.count(spec.AMOUNT).over(w)
     s = F.coalesce(F.sum(spec.AMOUNT).over(w), F.lit(0.0))
     rows = with_short_window(
-        tx.withColumn(LONG.count_name, n).withColumn(
-            LONG.avg_name,
-            F.when(F.col(LONG.count_name) > 0, s / F.col(LONG.count_name)).otherwise(F.lit(0.0)),
-        )
+        tx.withColumn(LONG.count_name, n).withColumn(LONG.avg_name, safe_avg(s, F.col(LONG.count_name)))
     )
     for ratio in spec.RATIOS:
         rows = rows.withColumn(ratio.name, F.expr(spec.ratio_sql(ratio)))
@@ -438,23 +476,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     _progress(f"reading {args.input}")
     tx = read_transactions(spark, args.input, args.input_format)
-    valid = (
-        F.col(spec.EVENT_TIME).isNotNull()
-        & F.col(spec.CARD_ID).isNotNull()
-        & F.col(spec.AMOUNT).isNotNull()
-        & F.col(spec.LABEL).isNotNull()
-    )
+    valid = valid_row()
     day = F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
+    reasons = invalid_reasons()
     stats = tx.agg(
         F.count(F.lit(1)).alias("all"),
         F.count(F.when(valid, 1)).alias("rows"),
         F.min(F.when(valid, day)).alias("first"),
         F.max(F.when(valid, day)).alias("last"),
+        *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
     ).first()
+    rows_invalid = int(stats["all"]) - int(stats["rows"]) if stats else 0
+    invalid_why = {
+        name: int(stats[f"reason_{i}"]) for i, name in enumerate(reasons) if stats and stats[f"reason_{i}"]
+    }
+    why = ", ".join(f"{k}: {v:,}" for k, v in invalid_why.items())
+    if rows_invalid:
+        _progress(f"dropping {rows_invalid:,} invalid row(s) of {int(stats['all']):,} ({why})")
     if not stats or not stats["rows"]:
-        raise JobInputError(f"input {args.input} has no valid transactions")
+        raise JobInputError(f"input {args.input} has no valid transactions" + (f" ({why})" if why else ""))
     rows_in, first_day, last_day = int(stats["rows"]), int(stats["first"]), int(stats["last"])
-    rows_invalid = int(stats["all"]) - rows_in  # unparsable datetime or a missing value
     tx = tx.where(valid).withColumn("day", day)
     end_day = last_day + 1
     if snapshot_day is None:
@@ -537,6 +578,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "output": out,
         "rows_in": rows_in,
         "rows_invalid_dropped": rows_invalid,
+        "rows_invalid_reasons": invalid_why,
         "rows_out": split_rows,
         "rows": split_rows,
         "rows_history_dropped": rows_in - sum(split_rows.values()),

@@ -7,6 +7,10 @@ reads e.g. `binary_classification_metrics.pr_auc.value` and the model registry s
 `pr_auc` is average precision; `threshold` is the decision threshold the counts use
 (score >= threshold is fraud, as in serving). Curves are thinned to at most 101 points.
 Standard deviations are "NaN" (no resampling), as SageMaker writes when it does not compute them.
+Without positives in the test split, average precision is undefined; `pr_auc` is then written as
+0.0, not null: the pipeline's `JsonGet(pr_auc) >= MinPrAuc` condition errors on a null instead of
+reaching its Fail step, while 0.0 makes the quality gate fail with a measured value. The reason is
+kept next to the metrics, in `dataset.positives` (0) and `dataset.undefined_metrics`.
 
 On SageMaker it runs as a processing step:
     python evaluate.py --model /opt/ml/processing/model --test /opt/ml/processing/test \
@@ -112,8 +116,21 @@ def _metric(value: float | None) -> dict[str, Any]:
     return {"value": float(value), "standard_deviation": "NaN"}
 
 
+NO_POSITIVES_REASON = (
+    "no positives in the test split: average precision is undefined; written as 0.0 so the "
+    "quality gate fails with a measured value"
+)
+
+
+def undefined_metrics(y_true: Any) -> dict[str, str]:
+    """Metrics whose written value is a stand-in (not a measurement), with the reason."""
+    return {} if np.any(np.asarray(y_true) == 1) else {"pr_auc": NO_POSITIVES_REASON}
+
+
 def compute_metrics(y_true: Any, scores: Any, threshold: float = spec.DECISION_THRESHOLD) -> dict[str, Any]:
-    """The `binary_classification_metrics` block for labels in {0, 1} and scores in [0, 1]."""
+    """The `binary_classification_metrics` block for labels in {0, 1} and scores in [0, 1].
+
+    `pr_auc` is 0.0 without positives (see the module docstring and `undefined_metrics`)."""
     y = np.asarray(y_true, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.size == 0 or y.size != s.size:
@@ -157,7 +174,7 @@ def compute_metrics(y_true: Any, scores: Any, threshold: float = spec.DECISION_T
         },
         "precision_recall_curve": {"precisions": pr_y, "recalls": pr_x},
         "auc": _metric(roc_auc(y, s)),
-        "pr_auc": _metric(average_precision(y, s)),
+        "pr_auc": _metric(average_precision(y, s) if positives else 0.0),
         "f0_5": _metric(_fbeta(precision, recall, 0.5)),
         "f1": _metric(_fbeta(precision, recall, 1.0)),
         "f2": _metric(_fbeta(precision, recall, 2.0)),
@@ -263,10 +280,12 @@ def evaluate(
     metrics = compute_metrics(y, scores, threshold)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    document = {
-        "binary_classification_metrics": metrics,
-        "dataset": {"rows": int(y.size), "positives": int(np.count_nonzero(y == 1))},
-    }
+    dataset: dict[str, Any] = {"rows": int(y.size), "positives": int(np.count_nonzero(y == 1))}
+    undefined = undefined_metrics(y)
+    if undefined:
+        dataset["undefined_metrics"] = undefined
+        print(f"evaluate: warning: {NO_POSITIVES_REASON} (pr_auc = 0.0)", file=sys.stderr, flush=True)
+    document = {"binary_classification_metrics": metrics, "dataset": dataset}
     _write_json_atomic(output_dir / EVALUATION_JSON, document)
     if plot:
         plot_curves(y, scores, metrics, output_dir / EVALUATION_PNG)

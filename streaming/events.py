@@ -60,7 +60,9 @@ def transactions_to_events(
     """Write the transactions with start <= time < end as events JSONL; return a small summary.
 
     `start`/`end`: epoch seconds, or anything pandas reads as a UTC timestamp. `max_events` keeps
-    the earliest events of the window (a contiguous stretch of time, so its windows stay whole).
+    the earliest events of the window (a contiguous stretch of time, so its windows stay whole),
+    cut on a timestamp boundary: every event at the last kept time is kept, so the result may hold
+    a few more than `max_events` events.
     `warmup_seconds` (default: the short window when `start` is given, else 0) adds the preceding
     transactions as `"warmup": true` events (history for the windows, not decided by the replay)."""
     df = _load(df_or_path)
@@ -78,10 +80,13 @@ def transactions_to_events(
         warm = (ts >= lo - warmup_seconds) & (ts < lo)
     tids = df["tid"].astype(str).to_numpy()
     if max_events is not None and in_window.sum() > max_events:
+        # Cut on a timestamp boundary: all events at the last kept time stay (a card's same-time
+        # peers are in each other's windows; splitting them would change their features).
         idx = np.flatnonzero(in_window)
-        keep = idx[np.lexsort((tids[idx], ts[idx]))[: max(0, max_events)]]
         in_window = np.zeros(len(df), dtype=bool)
-        in_window[keep] = True
+        if max_events > 0:
+            last = np.sort(ts[idx])[max_events - 1]
+            in_window[idx[ts[idx] <= last]] = True
     mask = in_window | warm
     out = pd.DataFrame(
         {

@@ -38,12 +38,28 @@ def load_application_properties(path: str = PROPERTIES_FILE) -> dict[str, str] |
 
 
 def config_from_properties(props: dict[str, str]) -> tuple[sql.ConnectorConfig, int]:
-    """Kinesis connectors + watermark from the property group (names shared with infra)."""
+    """Kinesis connectors + watermark from the property group (names shared with infra).
+
+    Streams are taken by ARN (`transactions.stream.arn`, `card-features.stream.arn`): the bundled
+    `flink-sql-connector-kinesis` 5.x requires `stream.arn`; a bare stream name cannot be turned
+    into one here (no account id), so its absence is a configuration error, not a fallback."""
+    source, sink = props.get("transactions.stream.arn"), props.get("card-features.stream.arn")
+    missing = [
+        k for k, v in (("transactions.stream.arn", source), ("card-features.stream.arn", sink)) if not v
+    ]
+    if missing:
+        raise ValueError(
+            f"property group {PROPERTY_GROUP} lacks {', '.join(missing)} "
+            "(flink-sql-connector-kinesis 5.x reads and writes streams by ARN)"
+        )
+    for key, arn in (("transactions.stream.arn", source), ("card-features.stream.arn", sink)):
+        if not sql.is_stream_arn(arn):
+            raise ValueError(f"{PROPERTY_GROUP}.{key} is not a Kinesis stream ARN: {arn!r}")
     conn = sql.ConnectorConfig(
         kind="kinesis",
-        source=props["transactions.stream"],
-        sink=props["card-features.stream"],
-        region=props.get("aws.region", "us-east-1"),
+        source=source,
+        sink=sink,
+        region=props.get("aws.region") or sql.arn_region(source),
         init_position=props.get("stream.initpos", "LATEST"),
     )
     return conn, int(float(props.get("watermark.seconds", DEFAULT_WATERMARK_SECONDS)))
@@ -114,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    conn, wm = config_from_properties(props)
+    try:
+        conn, wm = config_from_properties(props)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.watermark_seconds is not None:
         wm = args.watermark_seconds
     run(conn, wm, wait=False)  # Managed Flink keeps the unbounded job running

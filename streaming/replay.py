@@ -28,6 +28,7 @@ from typing import Any
 
 from features import spec
 from lambdas import common
+from streaming.sql import RAW as RAW_FIELD  # set by the Flink job on records it could not place
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
@@ -100,13 +101,32 @@ class SnapshotPublisher:
         self.cards: set[int] = set()
         self.days: list[int] = []
 
+    COLUMNS = (spec.CARD_ID, "cutoff", spec.LONG_WINDOW.count_name, spec.LONG_WINDOW.avg_name)
+
+    def check(self) -> None:
+        """Fail before the (slow) Flink run when the table is unreadable or lacks a column."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        try:
+            names = set(ds.dataset(self.dir, format="parquet").schema.names)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise ReplayError(f"cannot read snapshot table {self.dir}: {_one_line(exc)}") from None
+        missing = [c for c in self.COLUMNS if c not in names]
+        if missing:
+            raise ReplayError(f"snapshot table {self.dir} lacks column(s): {', '.join(missing)}")
+
     def _day_rows(self, day: int) -> list[tuple[int, int, float]]:
+        import pyarrow as pa
         import pyarrow.dataset as ds
 
         lw = spec.LONG_WINDOW
-        table = ds.dataset(self.dir, format="parquet").to_table(
-            columns=[spec.CARD_ID, lw.count_name, lw.avg_name], filter=ds.field("cutoff") == day * DAY
-        )
+        try:
+            table = ds.dataset(self.dir, format="parquet").to_table(
+                columns=[spec.CARD_ID, lw.count_name, lw.avg_name], filter=ds.field("cutoff") == day * DAY
+            )
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise ReplayError(f"cannot read snapshot table {self.dir}: {_one_line(exc)}") from None
         d = table.to_pydict()
         return list(zip(d[spec.CARD_ID], d[lw.count_name], d[lw.avg_name], strict=True))
 
@@ -195,8 +215,30 @@ def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
     model = deployed.get("model_data")
     if not model or not Path(model).exists():
         raise ReplayError(f"deployed model artifact not found: {model!r} (from {deployed_path})")
-    server = LocalEndpointServer(model).start()
+    server = LocalEndpointServer(None)
+    try:
+        server.load_model(model)
+    except Exception as exc:  # any loader failure (artifact, xgboost) is a user error here
+        server.stop()
+        raise ReplayError(f"cannot load the deployed model {model}: {_one_line(exc)}") from None
+    server.start()
     return name, server.url, server
+
+
+def flink_reject_reason(raw: str) -> str:
+    """Why the Flink job set a record aside: the Lambdas' reason on the original text if they
+    reject it too, else the shared rule (features.spec.valid_event_sql) as Flink reads it."""
+    try:
+        common.parse_event(raw)
+    except common.MalformedRecord as exc:
+        return f"rejected by the streaming job: {exc}"
+    return "rejected by the streaming job: not a valid event under its typed reading (features.spec.valid_event_sql)"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (Arrow and XGBoost messages span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _ping(url: str) -> bool:
@@ -253,6 +295,7 @@ def run_replay(
         raise ReplayError(f"snapshot table not found: {snapshots_dir} (run `run_pipeline.py local` first)")
     if batch_size < 1:
         raise ReplayError("--batch-size must be >= 1")
+    SnapshotPublisher(snapshots_dir, None).check()
     rdir = work_dir / "replay"
     rdir.mkdir(parents=True, exist_ok=True)
     for p in (out_path, rejects_path):
@@ -307,7 +350,7 @@ def run_replay(
     publisher = SnapshotPublisher(snapshots_dir, store)
     name, url, server = (None, None, None)
     latencies: list[float] = []
-    n_decisions = n_late = n_flagged = enriched_count = 0
+    n_decisions = n_late = n_flagged = enriched_count = n_flink_rejects = 0
     tp = fp = fn = 0
     redelivered = lost = 0
     handler_s = 0.0
@@ -375,6 +418,12 @@ def run_replay(
                     row = json.loads(line)
                     if warmup and row.get("tid") in warmup:
                         continue  # warm-up rows only fill the windows; they are not decided
+                    if isinstance(row, dict) and row.get(RAW_FIELD) is not None:
+                        # Flink's rule is stricter than the input check here (e.g. a card number in
+                        # exponent form): one reject line with the reason, not one per handler.
+                        queue.reject(flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
+                        n_flink_rejects += 1
+                        continue
                     day = None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY)
                 except (ValueError, TypeError, KeyError, AttributeError):
                     day = None
@@ -411,6 +460,7 @@ def run_replay(
         "warmup_events": len(warmup),
         "decisions": n_decisions,
         "rejects": queue.count,
+        "flink_rejects": n_flink_rejects,
         "late": n_late,
         "fraud_flagged": n_flagged,
         "labelled": bool(labels),

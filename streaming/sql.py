@@ -4,6 +4,11 @@ Pure string generation (no PyFlink import) so the main venv can test it and the
 infra helper can render it. The job (streaming/job.py) executes these statements.
 
 Semantics (DESIGN.md "Feature semantics", "Streaming path"):
+- the source reads each record as one raw STRING (format `raw`) and extracts the fields with
+  JSON_VALUE/JSON_QUERY + TRY_CAST, strictly typed: a record that is not a JSON object, has a
+  wrong-typed field, or fails `features.spec.valid_event_sql()` is not dropped (as
+  `json.ignore-parse-errors` would) but forwarded with its raw text in `raw` and NULL aggregates,
+  so the Lambdas reject it to the failure destination with the reason;
 - event time = `trans_ts` (epoch seconds, float) as TIMESTAMP_LTZ(3), rounded to the millisecond;
 - bounded out-of-orderness watermark `rowtime - N seconds`;
 - an event is *late* when its rowtime <= CURRENT_WATERMARK at arrival: Flink's OVER operator
@@ -22,13 +27,19 @@ from dataclasses import dataclass, field
 from features import spec
 
 SOURCE_TABLE = "transactions"
+EVENTS_VIEW = "events"
 SINK_TABLE = "card_features"
 ROWTIME = "rowtime"
 LATE = "late"
+RAW = "raw"
+"""Source column holding the record's text; in the output, set only on rejected records."""
+VALID = "valid"
 SUM_TYPE = "DECIMAL(38, 12)"
 """Exact running sum (amounts up to 1e26 with 12 decimals) — see the module docstring."""
+MAX_EPOCH_SECONDS = 253_402_300_800
+"""Year 10000: larger (valid but absurd) times get a placeholder rowtime instead of overflowing."""
 
-# Input fields of an event and their Flink types; output = these + aggregates + `late`.
+# Input fields of an event and their Flink types; output = these + aggregates + `late` + `raw`.
 INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tid", "STRING"),
     (spec.CARD_ID, "BIGINT"),
@@ -40,11 +51,15 @@ INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 """`fraud_label` is optional and only carried through (replays use it for precision/recall)."""
 
+STRICT_STRING_FIELDS: frozenset[str] = frozenset({"tid"})
+"""STRING fields that must be JSON strings (the Lambdas' rule); other STRING fields take any scalar."""
+
 OUTPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     *INPUT_COLUMNS,
     (spec.SHORT_WINDOW.count_name, "BIGINT"),
     (spec.SHORT_WINDOW.avg_name, "DOUBLE"),
     (LATE, "BOOLEAN"),
+    (RAW, "STRING"),
 )
 
 
@@ -62,55 +77,57 @@ def interval_literal(seconds: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}' DAY TO SECOND"
 
 
+def is_stream_arn(value: str) -> bool:
+    """`arn:<partition>:kinesis:<region>:<account>:stream/<name>`."""
+    parts = value.split(":", 5)
+    return len(parts) == 6 and parts[0] == "arn" and parts[2] == "kinesis" and parts[5].startswith("stream/")
+
+
+def arn_region(arn: str) -> str:
+    return arn.split(":", 5)[3]
+
+
 @dataclass(frozen=True)
 class ConnectorConfig:
-    """Where the job reads and writes: local JSON-lines files or Kinesis streams."""
+    """Where the job reads and writes: local JSON-lines files or Kinesis streams (by ARN).
+
+    Kinesis options are those of `flink-sql-connector-kinesis` 5.x, the release line for Flink 1.20
+    that infra/package.py bundles: its `kinesis` source and sink need `stream.arn` and `aws.region`
+    (the 4.x `stream` / `scan.stream.initpos` options belong to `kinesis-legacy` and are not used)."""
 
     kind: str  # "filesystem" | "kinesis"
-    source: str  # file/directory path or stream name
+    source: str  # file/directory path or stream ARN
     sink: str
     region: str = "us-east-1"
     init_position: str = "LATEST"
     extra_source: dict[str, str] = field(default_factory=dict)
     extra_sink: dict[str, str] = field(default_factory=dict)
 
+    def _kinesis(self, arn: str) -> dict[str, str]:
+        if not is_stream_arn(arn):
+            raise ValueError(
+                f"Kinesis stream must be given by ARN (flink-sql-connector-kinesis 5.x), got {arn!r}"
+            )
+        return {"connector": "kinesis", "stream.arn": arn, "aws.region": self.region}
+
     def source_options(self) -> dict[str, str]:
+        # Format `raw`: every record becomes one STRING row, so nothing is dropped at decoding.
         if self.kind == "filesystem":
-            opts = {"connector": "filesystem", "path": self.source, "format": "json"}
+            opts = {"connector": "filesystem", "path": self.source}
         elif self.kind == "kinesis":
-            opts = {"connector": "kinesis", **_kinesis_stream(self.source), "aws.region": self.region}
-            key = "source.init.position" if _is_arn(self.source) else "scan.stream.initpos"
-            opts |= {key: self.init_position, "format": "json"}
+            opts = self._kinesis(self.source) | {"source.init.position": self.init_position}
         else:
             raise ValueError(f"unknown connector kind {self.kind!r}")
-        # Absent optional fields are NULL. Undecodable records cannot be carried (no field
-        # survives), so they are skipped here; upstream producers validate (see docs/streaming.md).
-        opts |= {"json.fail-on-missing-field": "false", "json.ignore-parse-errors": "true"}
-        return opts | self.extra_source
+        return opts | {"format": "raw", "raw.charset": "UTF-8"} | self.extra_source
 
     def sink_options(self) -> dict[str, str]:
         if self.kind == "filesystem":
-            opts = {"connector": "filesystem", "path": self.sink, "format": "json"}
+            opts = {"connector": "filesystem", "path": self.sink}
         elif self.kind == "kinesis":
-            opts = {
-                "connector": "kinesis",
-                **_kinesis_stream(self.sink),
-                "aws.region": self.region,
-                "format": "json",
-            }
+            opts = self._kinesis(self.sink)
         else:
             raise ValueError(f"unknown connector kind {self.kind!r}")
-        return opts | self.extra_sink
-
-
-def _is_arn(stream: str) -> bool:
-    return stream.startswith("arn:")
-
-
-def _kinesis_stream(stream: str) -> dict[str, str]:
-    """A stream ARN selects the 5.x connector options (`flink-sql-connector-kinesis` 5.x, the one for
-    Flink 1.20); a bare name the 4.x ones (`stream`, `scan.stream.initpos`)."""
-    return {"stream.arn": stream} if _is_arn(stream) else {"stream": stream}
+        return opts | {"format": "json"} | self.extra_sink
 
 
 def _with(options: dict[str, str]) -> str:
@@ -122,14 +139,77 @@ def _columns(cols: tuple[tuple[str, str], ...]) -> str:
     return ",\n  ".join(f"`{n}` {t}" for n, t in cols)
 
 
-def source_ddl(conn: ConnectorConfig, watermark_seconds: int) -> str:
-    """Source table: raw fields, rowtime from `trans_ts`, bounded out-of-orderness watermark."""
-    ts = spec.EVENT_TIME
+# --- strict field extraction from the raw JSON text ----------------------------------------------
+def _json_wrapped(name: str) -> str:
+    """The field's JSON text in an array (`["12"]` vs `[12]`): tells strings from numbers. NULL
+    when the field is absent or JSON null, or the text is not JSON."""
+    return f"JSON_QUERY(`{RAW}`, '$.{name}' WITH ARRAY WRAPPER)"
+
+
+def _json_text(name: str) -> str:
+    return f"JSON_VALUE(`{RAW}`, '$.{name}')"
+
+
+def field_sql(name: str, flink_type: str) -> str:
+    """Typed value of a field, NULL when absent *or* of the wrong JSON type.
+
+    Never `JSON_VALUE ... RETURNING DOUBLE`: on a JSON string it throws (ClassCastException, the
+    job fails). Numbers must be JSON numbers (`"12"` is rejected, as the Lambdas do); integers must
+    be integral (TRY_CAST alone truncates 1.5 to 1)."""
+    q, t = _json_wrapped(name), _json_text(name)
+    not_string = f"{q} NOT LIKE '[\"%'"
+    if flink_type == "STRING":
+        if name in STRICT_STRING_FIELDS:
+            return f"CASE WHEN {q} LIKE '[\"%' THEN {t} END"
+        return t
+    if flink_type == "DOUBLE":
+        return f"CASE WHEN {not_string} THEN TRY_CAST({t} AS DOUBLE) END"
+    if flink_type in ("BIGINT", "INT"):
+        integral = f"TRY_CAST({t} AS DECIMAL(38, 12)) = TRY_CAST({t} AS BIGINT)"
+        return f"CASE WHEN {not_string} AND {integral} THEN TRY_CAST({t} AS {flink_type}) END"
+    raise ValueError(f"no extraction for type {flink_type}")
+
+
+def parsed_sql() -> str:
+    """The record is a JSON object and every present field has its type."""
+    checks = [f"`{RAW}` IS JSON OBJECT"]
+    for name, typ in INPUT_COLUMNS:
+        if typ == "STRING" and name not in STRICT_STRING_FIELDS:
+            continue  # optional free-text fields: any scalar is carried as text
+        checks.append(f"({_json_wrapped(name)} IS NULL OR {field_sql(name, typ)} IS NOT NULL)")
+    return "(" + " AND ".join(checks) + ")"
+
+
+def rowtime_sql() -> str:
+    """Event time from the strictly typed `trans_ts`; a placeholder (epoch 0) when there is none,
+    so rejected records never carry a NULL time attribute (they bypass the window anyway)."""
+    ts = field_sql(spec.EVENT_TIME, "DOUBLE")
     return (
-        f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  {_columns(INPUT_COLUMNS)},\n"
-        f"  `{ROWTIME}` AS TO_TIMESTAMP_LTZ(CAST(ROUND(`{ts}` * 1000) AS BIGINT), 3),\n"
+        f"CASE WHEN {ts} >= 0 AND {ts} < {MAX_EPOCH_SECONDS} "
+        f"THEN TO_TIMESTAMP_LTZ(CAST(ROUND({ts} * 1000) AS BIGINT), 3) "
+        f"ELSE TO_TIMESTAMP_LTZ(0, 3) END"
+    )
+
+
+def source_ddl(conn: ConnectorConfig, watermark_seconds: int) -> str:
+    """Source table: the raw record, rowtime from `trans_ts`, bounded out-of-orderness watermark."""
+    return (
+        f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  `{RAW}` STRING,\n"
+        f"  `{ROWTIME}` AS {rowtime_sql()},\n"
         f"  WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - {interval_literal(watermark_seconds)}\n"
         f") {_with(conn.source_options())}"
+    )
+
+
+def events_view_sql() -> str:
+    """Typed fields, the raw text, rowtime and the validity flag of every source record."""
+    fields = ",\n  ".join(f"{field_sql(n, t)} AS `{n}`" for n, t in INPUT_COLUMNS)
+    typed = ", ".join(f"`{n}`" for n, _ in INPUT_COLUMNS)
+    return (
+        f"CREATE TEMPORARY VIEW {EVENTS_VIEW} AS\n"
+        f"SELECT {typed}, `{RAW}`, `{ROWTIME}`, {spec.valid_event_sql()} IS TRUE AND `{VALID}_json` AS `{VALID}`\n"
+        f"FROM (SELECT\n  {fields},\n  {parsed_sql()} IS TRUE AS `{VALID}_json`,\n  `{RAW}`, `{ROWTIME}`\n"
+        f"  FROM {SOURCE_TABLE})"
     )
 
 
@@ -139,17 +219,6 @@ def sink_ddl(conn: ConnectorConfig) -> str:
     return f"CREATE TEMPORARY TABLE {SINK_TABLE} (\n  {_columns(OUTPUT_COLUMNS)}\n) {partition}{_with(conn.sink_options())}"
 
 
-def valid_predicate() -> str:
-    """Rows the window can place: required fields present, finite non-negative amount.
-
-    Anything else is forwarded unchanged (no aggregates) so the Lambdas' validation sends it to
-    the failure destination with a reason instead of it vanishing here."""
-    a = f"`{spec.AMOUNT}`"
-    req = " AND ".join(f"`{f}` IS NOT NULL" for f in spec.EVENT_FIELDS)
-    # NaN <> NaN and +-Infinity fail the bound, so this also rejects non-finite amounts.
-    return f"({req} AND {a} >= 0 AND {a} < CAST('Infinity' AS DOUBLE))"
-
-
 def late_predicate() -> str:
     """Behind the watermark at arrival: the OVER operator would drop it."""
     r = f"`{ROWTIME}`"
@@ -157,7 +226,7 @@ def late_predicate() -> str:
 
 
 def insert_sql() -> str:
-    """One INSERT: on-time rows through the OVER window, late and invalid rows around it."""
+    """One INSERT: on-time rows through the OVER window, late and rejected rows around it."""
     w = spec.SHORT_WINDOW
     passthrough = ", ".join(f"`{n}`" for n, _ in INPUT_COLUMNS)
     over = (
@@ -165,34 +234,41 @@ def insert_sql() -> str:
         f"RANGE BETWEEN {interval_literal(w.seconds)} PRECEDING AND CURRENT ROW"
     )
     amount = f"`{spec.AMOUNT}`"
+    no_raw = f"CAST(NULL AS STRING) AS `{RAW}`"
     on_time = (
         f"SELECT {passthrough},\n"
         f"    COUNT(*) OVER w AS `{w.count_name}`,\n"
         f"    CAST(SUM(CAST({amount} AS {SUM_TYPE})) OVER w AS DOUBLE) / COUNT(*) OVER w AS `{w.avg_name}`,\n"
-        f"    FALSE AS `{LATE}`\n"
-        f"  FROM {SOURCE_TABLE}\n"
-        f"  WHERE {valid_predicate()} AND NOT {late_predicate()}\n"
+        f"    FALSE AS `{LATE}`, {no_raw}\n"
+        f"  FROM {EVENTS_VIEW}\n"
+        f"  WHERE `{VALID}` AND NOT {late_predicate()}\n"
         f"  WINDOW w AS ({over})"
     )
     late = (
         f"SELECT {passthrough},\n"
         f"    CAST(1 AS BIGINT) AS `{w.count_name}`,\n"
         f"    {amount} AS `{w.avg_name}`,\n"
-        f"    TRUE AS `{LATE}`\n"
-        f"  FROM {SOURCE_TABLE}\n"
-        f"  WHERE {valid_predicate()} AND {late_predicate()}"
+        f"    TRUE AS `{LATE}`, {no_raw}\n"
+        f"  FROM {EVENTS_VIEW}\n"
+        f"  WHERE `{VALID}` AND {late_predicate()}"
     )
-    invalid = (
-        f"SELECT {passthrough},\n"
+    # Rejected: typed fields as far as they parsed, the raw text, no aggregates. The card is
+    # never NULL here: it is the Kinesis partition key (0 when the record has no usable card).
+    rejected_fields = ", ".join(
+        f"COALESCE(`{n}`, CAST(0 AS BIGINT)) AS `{n}`" if n == spec.CARD_ID else f"`{n}`"
+        for n, _ in INPUT_COLUMNS
+    )
+    rejected = (
+        f"SELECT {rejected_fields},\n"
         f"    CAST(NULL AS BIGINT) AS `{w.count_name}`,\n"
         f"    CAST(NULL AS DOUBLE) AS `{w.avg_name}`,\n"
-        f"    CAST(NULL AS BOOLEAN) AS `{LATE}`\n"
-        f"  FROM {SOURCE_TABLE}\n"
-        f"  WHERE {valid_predicate()} IS NOT TRUE"
+        f"    CAST(NULL AS BOOLEAN) AS `{LATE}`, `{RAW}`\n"
+        f"  FROM {EVENTS_VIEW}\n"
+        f"  WHERE NOT `{VALID}`"
     )
-    return f"INSERT INTO {SINK_TABLE}\n{on_time}\nUNION ALL\n{late}\nUNION ALL\n{invalid}"
+    return f"INSERT INTO {SINK_TABLE}\n{on_time}\nUNION ALL\n{late}\nUNION ALL\n{rejected}"
 
 
 def statements(conn: ConnectorConfig, watermark_seconds: int) -> list[str]:
     """Every statement of the job, in execution order (DDL..., INSERT)."""
-    return [source_ddl(conn, watermark_seconds), sink_ddl(conn), insert_sql()]
+    return [source_ddl(conn, watermark_seconds), events_view_sql(), sink_ddl(conn), insert_sql()]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import json
 import subprocess
 import sys
@@ -25,6 +27,26 @@ W10 = spec.SHORT_WINDOW.seconds
 W1W = spec.LONG_WINDOW.seconds
 START = int(datetime(2020, 3, 1, tzinfo=UTC).timestamp())
 N_DAYS = 30
+
+
+# Rows every path rejects (spec.valid_event_sql, plus the batch-only label rule), on a busy card and
+# inside the training days: if one slipped through, card a's windows would differ from the reference.
+_CARD_A, _WHEN = "4000000000000000", "2020-03-12 01:00:00"
+_RANGE = "negative or non-finite cc_num/amount/trans_ts"
+INVALID_ROWS = [
+    ("bad-row,not-a-date,4000000000000000,1.0,0", "trans_ts (from datetime) missing or unparsable"),
+    (f",{_WHEN},{_CARD_A},10.0,0", "tid missing or unparsable"),
+    (f"inv-nocard,{_WHEN},,10.0,0", "cc_num missing or unparsable"),
+    (f"inv-noamount,{_WHEN},{_CARD_A},,0", "amount missing or unparsable"),
+    (f"inv-neg-amount,{_WHEN},{_CARD_A},-5.0,0", _RANGE),
+    (f"inv-nan-amount,{_WHEN},{_CARD_A},NaN,0", _RANGE),
+    (f"inv-inf-amount,{_WHEN},{_CARD_A},Infinity,1", _RANGE),
+    (f"inv-neg-card,{_WHEN},-{_CARD_A},10.0,0", _RANGE),
+    (f"inv-1969,1969-12-31 23:59:59,{_CARD_A},10.0,0", _RANGE),
+    (f"inv-label-2,{_WHEN},{_CARD_A},10.0,2", "fraud_label not 0 or 1"),
+    (f"inv-label-half,{_WHEN},{_CARD_A},10.0,0.5", "fraud_label not 0 or 1"),
+    (f"inv-label-none,{_WHEN},{_CARD_A},10.0,", "fraud_label missing or unparsable"),
+]
 
 
 def make_transactions(seed: int = 11) -> pd.DataFrame:
@@ -92,15 +114,18 @@ def run(spark, data, tmp_path_factory):
     """One local run on CSV input with ingestion into the local store (default cut-off)."""
     base = tmp_path_factory.mktemp("agg")
     data[list(spec.TRANSACTION_COLUMNS)].to_csv(base / "tx.csv", index=False)
-    with (base / "tx.csv").open("a") as fh:  # one unparsable row: dropped and counted, not fatal
-        fh.write("bad-row,not-a-date,4000000000000000,1.0,0\n")
+    with (base / "tx.csv").open("a") as fh:  # invalid rows: dropped and counted, not fatal
+        fh.writelines(f"{row}\n" for row, _ in INVALID_ROWS)
     db = base / "fs.db"
     argv = [
         "--input", str(base / "tx.csv"), "--output", str(base / "out"), "--local",
         "--history-days", "3", "--validation-days", "5", "--test-days", "4",
         "--feature-store", "local", "--feature-store-db", str(db), "--ingest-workers", "3",
     ]  # fmt: skip
-    summary = aggregate.main(argv)
+    progress = io.StringIO()
+    with contextlib.redirect_stderr(progress):
+        summary = aggregate.main(argv)
+    (base / "progress.log").write_text(progress.getvalue())
     return base / "out", summary, db
 
 
@@ -186,7 +211,7 @@ def test_time_based_splits(run, data):
         assert days.between(lo, hi - 1).all(), name
         expected = int(((data["ts"] // DAY >= lo) & (data["ts"] // DAY < hi)).sum())
         assert len(part) == expected == summary["rows_out"][name]
-    assert summary["rows_in"] == len(data) and summary["rows_invalid_dropped"] == 1
+    assert summary["rows_in"] == len(data) and summary["rows_invalid_dropped"] == len(INVALID_ROWS)
     assert summary["rows_history_dropped"] == int((data["ts"] // DAY < day0 + 3).sum())
     assert summary["cards"] == 6
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -198,6 +223,52 @@ def test_time_based_splits(run, data):
         "ingest",
         "total",
     }
+
+
+def test_invalid_rows_dropped_counted_and_explained(run, data):
+    out, summary, _ = run
+    expected: dict[str, int] = defaultdict(int)
+    for _, reason in INVALID_ROWS:
+        expected[reason] += 1
+    assert summary["rows_invalid_dropped"] == len(INVALID_ROWS)
+    assert summary["rows_invalid_reasons"] == dict(expected)
+    got = pd.concat([read_parquet_dir(out / "parquet" / s) for s in aggregate.SPLITS], ignore_index=True)
+    assert not got["tid"].isna().any() and not got["tid"].str.startswith("inv-").any()
+    assert (got["amount"] >= 0).all() and np.isfinite(got["amount"]).all()
+    assert summary["first_day"] == aggregate._day_str(START // DAY)  # the 1969 row did not widen the grid
+    progress = (out.parent / "progress.log").read_text()
+    line = next(ln for ln in progress.splitlines() if "invalid" in ln)
+    assert line.startswith(
+        f"[aggregate] dropping {len(INVALID_ROWS)} invalid row(s) of {len(data) + len(INVALID_ROWS):,} ("
+    )
+    for reason, n in expected.items():
+        assert f"{reason}: {n}" in line
+
+
+def test_valid_row_is_the_spec_rule(spark):
+    """valid_row == spec.value_problem (the Lambdas' rule) + label in {0, 1}, row by row."""
+    inf, nan = float("inf"), float("nan")
+    cases = [
+        ("t", 1, 1.0, 1.0, 0), ("t", 0, 0.0, 0.0, 1), (None, 1, 1.0, 1.0, 0), ("t", None, 1.0, 1.0, 0),
+        ("t", -1, 1.0, 1.0, 0), ("t", 1, -0.01, 1.0, 0), ("t", 1, inf, 1.0, 0), ("t", 1, nan, 1.0, 0),
+        ("t", 1, 1.0, -1.0, 0), ("t", 1, 1.0, inf, 0), ("t", 1, 1.0, nan, 0), ("t", 1, -inf, 1.0, 0),
+        ("t", 1, 1.0, 1.0, 2), ("t", 1, 1.0, 1.0, None), ("t", 1, None, 1.0, 0),
+    ]  # fmt: skip
+    cols = ["tid", spec.CARD_ID, spec.AMOUNT, spec.EVENT_TIME, spec.LABEL]
+    df = spark.createDataFrame(
+        cases, "tid string, cc_num long, amount double, trans_ts double, fraud_label int"
+    )
+    got = [r["ok"] for r in df.select(aggregate.valid_row().alias("ok")).collect()]
+
+    def python_rule(row: tuple) -> bool:
+        values = dict(zip(cols, row, strict=True))
+        if any(values[f] is None for f in (*spec.EVENT_FIELDS, spec.LABEL)):
+            return False
+        numeric_ok = all(spec.value_problem(f, values[f]) is None for f in spec.NON_NEGATIVE_FIELDS)
+        return numeric_ok and values[spec.LABEL] in (0, 1)
+
+    assert [bool(g) for g in got] == [python_rule(c) for c in cases]
+    assert sum(bool(g) for g in got) == 2
 
 
 def test_training_csv_layout(run):
@@ -270,6 +341,13 @@ def test_explicit_snapshot_date_outside_data_and_parquet_input(spark, data, tmp_
 def test_missing_column_fails_with_clear_reason(spark, data, tmp_path):
     data[["tid", "datetime", "cc_num", "fraud_label"]].to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(aggregate.JobInputError, match="missing column 'amount'"):
+        aggregate.main(["--input", str(tmp_path / "bad.csv"), "--output", str(tmp_path / "o"), "--no-ingest"])
+
+
+def test_only_invalid_rows_fail_with_the_reasons(spark, tmp_path):
+    rows = "\n".join(row for row, _ in INVALID_ROWS[4:7])  # three out-of-range amounts
+    (tmp_path / "bad.csv").write_text(",".join(spec.TRANSACTION_COLUMNS) + "\n" + rows + "\n")
+    with pytest.raises(aggregate.JobInputError, match=f"has no valid transactions \\({_RANGE}: 3\\)$"):
         aggregate.main(["--input", str(tmp_path / "bad.csv"), "--output", str(tmp_path / "o"), "--no-ingest"])
 
 

@@ -72,10 +72,16 @@ def test_metrics_equal_sklearn_with_ties(seed: int) -> None:
     assert m["precision_recall_curve"]["recalls"][0] == 1.0
 
 
-def test_single_class_gives_null_auc_not_nan() -> None:
+def test_single_class_gives_null_auc_and_zero_pr_auc_not_nan() -> None:
     m = compute_metrics([0, 0, 0], [0.1, 0.2, 0.9])
-    assert m["auc"]["value"] is None and m["pr_auc"]["value"] is None
+    # AUC is undefined and null; pr_auc (the quality gate's metric) is 0.0 so the gate fails measurably.
+    assert m["auc"]["value"] is None
+    assert m["pr_auc"] == {"value": 0.0, "standard_deviation": "NaN"}
+    assert ev.undefined_metrics([0, 0, 0]) == {"pr_auc": ev.NO_POSITIVES_REASON}
+    assert ev.undefined_metrics([0, 1]) == {}
     json.dumps(m, allow_nan=False)
+    only_positives = compute_metrics([1, 1], [0.2, 0.9])  # AP is defined (precision 1 everywhere)
+    assert only_positives["pr_auc"]["value"] == 1.0 and only_positives["auc"]["value"] is None
     with pytest.raises(EvaluationError, match="labels must be 0 or 1"):
         compute_metrics([0, 2], [0.1, 0.2])
     with pytest.raises(EvaluationError, match="as many scores"):
@@ -113,10 +119,38 @@ def test_evaluate_writes_model_quality_json_and_plot(model_and_test, tmp_path: P
     assert m["pr_auc"]["value"] == pytest.approx(skm.average_precision_score(y, scores), rel=1e-9)
     assert m["precision"]["value"] == pytest.approx(skm.precision_score(y, scores >= 0.3), rel=1e-12)
     assert m["threshold"]["value"] == 0.3
-    assert on_disk["dataset"] == {"rows": 1000, "positives": int(y.sum())}
+    assert on_disk["dataset"] == {"rows": 1000, "positives": int(y.sum())}  # no undefined metrics
     for name in ("auc", "pr_auc", "precision", "recall", "f1", "accuracy"):
         assert set(m[name]) == {"value", "standard_deviation"}
     assert (tmp_path / "out" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_without_positives_writes_zero_pr_auc_and_why(model_and_test, tmp_path: Path) -> None:
+    model, test, y, scores = model_and_test
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    lines = [ln for f in sorted(test.glob("part-*.csv")) for ln in f.read_text().splitlines()]
+    kept = [ln for ln in lines if ln.startswith("0,")]
+    (negatives / "part-0.csv").write_text("\n".join(kept) + "\n")
+    doc = evaluate(model, negatives, tmp_path / "out", threshold=0.3)
+    on_disk = json.loads(
+        (tmp_path / "out" / "evaluation.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"),
+    )
+    assert on_disk == doc
+    # What the pipeline's JsonGet reads (binary_classification_metrics.pr_auc.value): a number.
+    value = on_disk["binary_classification_metrics"]["pr_auc"]["value"]
+    assert isinstance(value, float) and value == 0.0
+    assert not value >= 0.01  # the MinPrAuc gate fails with a measured value
+    assert on_disk["dataset"] == {
+        "rows": len(kept),
+        "positives": 0,
+        "undefined_metrics": {"pr_auc": ev.NO_POSITIVES_REASON},
+    }
+    m = on_disk["binary_classification_metrics"]
+    assert m["confusion_matrix"]["1"] == {"0": 0, "1": 0}
+    assert m["confusion_matrix"]["0"]["1"] == int((scores[y == 0] >= 0.3).sum())
+    assert (tmp_path / "out" / "evaluation.png").is_file()
 
 
 def test_evaluate_errors(model_and_test, tmp_path: Path) -> None:

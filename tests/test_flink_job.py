@@ -28,6 +28,7 @@ WATERMARK = 5
 
 
 def run_job(events: list, tmp: Path, watermark: int = WATERMARK) -> list[dict]:
+    """Run the job on arrival-ordered events; rows keyed later by `tid`, or by `raw` when rejected."""
     if not FLINK_PY.exists():
         pytest.skip("PyFlink environment .venv-flink missing (make install)")
     src, out = tmp / "in.jsonl", tmp / "out"
@@ -61,6 +62,22 @@ def ev(tid: str, card: int, amount: float, ts: float, **extra) -> dict:
     return {"tid": tid, "cc_num": card, "amount": amount, "trans_ts": ts, **extra}
 
 
+REJECTED: list[str] = [
+    "not json at all",
+    json.dumps({"tid": "nocard", "amount": 1.0, "trans_ts": T0 + 1400}),
+    json.dumps(ev("neg", 6, -1.0, T0 + 1400)),
+    json.dumps(ev("str", 6, "12", T0 + 1400)),  # wrong type: must not become 12.0
+    json.dumps(ev("frac", 1.5, 3.0, T0 + 1400)),  # card 1.5 must not be truncated to 1
+    json.dumps(ev("bool", 6, True, T0 + 1400)),
+    '{"tid": "nan", "cc_num": 6, "amount": NaN, "trans_ts": 1.0}',  # not strict JSON
+    json.dumps({"tid": "nots", "cc_num": 6, "amount": 2.0}),  # no event time at all
+    json.dumps({"tid": 7, "cc_num": 6, "amount": 2.0, "trans_ts": T0 + 1400}),  # tid not a string
+    json.dumps(ev("tsstr", 6, 2.0, str(T0 + 1400))),
+    "[1, 2]",
+]
+"""Records the job cannot place: forwarded with `raw` and NULL aggregates, never dropped."""
+
+
 def scenario() -> tuple[list, set[str]]:
     """Arrival-ordered events and the tids that must come out late."""
     e: list = [
@@ -90,11 +107,7 @@ def scenario() -> tuple[list, set[str]]:
                 T0 + 1400 + 200 * i,
             )
         )
-    e += [
-        "not json at all",  # undecodable: skipped by the source (the replay rejects it before Flink)
-        json.dumps({"tid": "nocard", "amount": 1.0, "trans_ts": T0 + 1400}),
-        json.dumps(ev("neg", 6, -1.0, T0 + 1400)),
-    ]
+    e += REJECTED
     return e, {"late1", "late2"}
 
 
@@ -116,16 +129,17 @@ def reference(events: list[dict], late: set[str]) -> dict[str, tuple[int, float]
 def job_output(tmp_path_factory) -> tuple[list, set[str], dict[str, dict]]:
     events, late = scenario()
     rows = run_job(events, tmp_path_factory.mktemp("flink"))
-    return events, late, {r["tid"]: r for r in rows}
+    return events, late, {r["tid"] if r["raw"] is None else r["raw"]: r for r in rows}
 
 
-def test_every_decodable_event_comes_out_once(job_output):
+def test_every_record_comes_out_once(job_output):
     events, _, rows = job_output
-    decodable = [e for e in events if not isinstance(e, str) or e.startswith("{")]
-    assert len(rows) == len(decodable)
-    assert sorted(rows) == sorted(
-        e["tid"] if isinstance(e, dict) else json.loads(e)["tid"] for e in decodable
-    )
+    valid = [e["tid"] for e in events if isinstance(e, dict)]
+    assert sorted(t for t in rows if t in set(valid)) == sorted(valid)
+    assert all(rows[t]["raw"] is None for t in valid)  # valid rows carry no raw text
+    assert len(rows) == len(valid) + len(REJECTED)
+    # Every rejected record is forwarded once, its text unchanged in `raw`.
+    assert sorted(r["raw"] for r in rows.values() if r["raw"] is not None) == sorted(REJECTED)
 
 
 def test_on_time_windows_match_brute_force(job_output):
@@ -158,16 +172,30 @@ def test_late_events_flagged_and_kept(job_output):
 
 
 def test_passthrough_and_invalid_rows(job_output):
+    from lambdas import common
+
     _, _, rows = job_output
     c0 = rows["c0"]
     assert (c0["merchant"], c0["zip_code"], c0["fraud_label"], c0["cc_num"]) == ("m1", "12345", 1, 3)
     assert c0["trans_ts"] == T0 + 1300
-    for tid in ("nocard", "neg"):
-        assert rows[tid][W.count_name] is None and rows[tid]["late"] is None
+    rejected = [r for r in rows.values() if r["raw"] is not None]
+    assert len(rejected) == len(REJECTED)
+    for r in rejected:
+        assert r[W.count_name] is None and r[W.avg_name] is None and r["late"] is None, r
+        assert r["cc_num"] is not None  # the Kinesis partition key is never NULL
+        # The Lambdas' validator (same code on AWS and locally) rejects every one of them.
+        with pytest.raises(common.MalformedRecord):
+            common.parse_event(json.dumps(r), enriched=True)
+        with pytest.raises(common.MalformedRecord):
+            common.parse_event(r["raw"])  # ... and so does it on the original record
+    by_raw = {r["raw"]: r for r in rejected}
+    assert by_raw[json.dumps(ev("neg", 6, -1.0, T0 + 1400))]["amount"] == -1.0  # typed as far as it parsed
+    assert by_raw[json.dumps(ev("str", 6, "12", T0 + 1400))]["amount"] is None
+    assert by_raw["not json at all"]["cc_num"] == 0
 
 
 def test_sql_module_is_what_the_job_runs():
     # The job imports streaming.sql; make sure the script and module agree on the sink schema.
     names = [n for n, _ in sql.OUTPUT_COLUMNS]
-    assert names[-3:] == [W.count_name, W.avg_name, "late"]
+    assert names[-4:] == [W.count_name, W.avg_name, "late", sql.RAW]
     assert sys.version_info[:2] == (3, 11)

@@ -713,7 +713,9 @@ def test_ingest_connection_errors_become_batch_item_failures(store, capsys):
     )
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 3)]}
     assert fs.calls == NO_SLEEP.max_attempts + 1  # card 5 retried in place, card 6 written once
-    got = store.get_record(FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="6")
+    got = store.get_record(
+        FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="6"
+    )
     assert {f["FeatureName"]: f["ValueAsString"] for f in got["Record"]}["trans_time"] == "11.0"
     emf = _emf(capsys.readouterr().out)
     assert (emf["RecordsWritten"], emf["FailedRecords"], emf["MalformedRecords"]) == (1, 2, 1)
@@ -739,7 +741,7 @@ def test_validate_event_delegates_ranges_to_spec(monkeypatch):
     monkeypatch.setattr(
         spec, "value_problem", lambda f, v: f"{f} over 100" if f == spec.AMOUNT and v > 100 else None
     )
-    with pytest.raises(common.MalformedRecord, match="^amount over 100$"):
+    with pytest.raises(common.MalformedRecord, match=r"^amount over 100$"):
         common.validate_event(ev)
 
 

@@ -223,3 +223,89 @@ def test_transactions_to_events_window_and_bounded_shuffle(tmp_path):
     )
     rows = [json.loads(x) for x in (tmp_path / "cap.jsonl").read_text().splitlines()]
     assert capped["events"] == 7 and [r["tid"] for r in rows] == [f"t{i}" for i in range(50, 57)]
+
+
+def test_max_events_cuts_on_a_timestamp_boundary(tmp_path):
+    import pandas as pd
+
+    # Card 5 has three same-second peers at D0+20 straddling the 4th position.
+    ts = [D0, D0 + 10, D0 + 20, D0 + 20, D0 + 20, D0 + 30]
+    df = pd.DataFrame(
+        {
+            "tid": [f"t{i}" for i in range(len(ts))],
+            "datetime": pd.to_datetime(ts, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S"),
+            "cc_num": [5] * len(ts),
+            "amount": [1.0] * len(ts),
+        }
+    )
+    for cap, kept in ((3, 5), (2, 2), (5, 5), (6, 6), (0, 0)):
+        out = tmp_path / f"cap{cap}.jsonl"
+        s = events_mod.transactions_to_events(df, out, max_events=cap)
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert s["events"] == len(rows) == kept, cap
+        assert {r["tid"] for r in rows} == {f"t{i}" for i in range(kept)}, cap
+
+
+def _work_with_fake_flink(tmp_path, monkeypatch, rows: list[dict]) -> tuple[Path, Path]:
+    """A work dir and events file; the Flink run is replaced by writing `rows` as its output."""
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+
+    def fake_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> float:
+        sink.mkdir(parents=True, exist_ok=True)
+        (sink / "part-0").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return 0.0
+
+    monkeypatch.setattr(replay, "run_flink", fake_flink)
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"tid": "a", "cc_num": 1, "amount": 60.0, "trans_ts": D0 + 60.0}) + "\n")
+    return work, events
+
+
+def test_replay_rejects_flink_flagged_rows_once_with_the_reason(tmp_path, monkeypatch):
+    w = spec.SHORT_WINDOW
+    ok = {"tid": "a", "cc_num": 1, "amount": 60.0, "trans_ts": D0 + 60.0}
+    ok |= {w.count_name: 1, w.avg_name: 60.0, "late": False, "raw": None}
+    bad_raw = json.dumps({"tid": "b", "cc_num": 1, "amount": "12", "trans_ts": D0 + 61.0})
+    strict_raw = json.dumps({"tid": "c", "cc_num": 1, "amount": 2.0, "trans_ts": D0 + 62.0})
+    flagged = [
+        {"tid": t, "cc_num": 0, w.count_name: None, w.avg_name: None, "late": None, "raw": raw}
+        for t, raw in (("b", bad_raw), ("c", strict_raw))
+    ]
+    work, events = _work_with_fake_flink(tmp_path, monkeypatch, [ok, *flagged])
+    out = tmp_path / "d.jsonl"
+    s = replay.run_replay(work, events, out, progress=False)
+    assert [json.loads(x)["tid"] for x in out.read_text().splitlines()] == ["a"]
+    rejects = [json.loads(x) for x in (tmp_path / "d.rejects.jsonl").read_text().splitlines()]
+    assert [(r["data"], r["stage"]) for r in rejects] == [(bad_raw, "flink"), (strict_raw, "flink")]
+    assert rejects[0]["reason"] == "rejected by the streaming job: amount must be a number, got '12'"
+    assert "valid_event_sql" in rejects[1]["reason"]  # the Lambdas accept it; Flink's reading did not
+    assert (s["decisions"], s["rejects"], s["flink_rejects"]) == (1, 2, 2)
+
+
+def test_replay_unreadable_inputs_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    def _errors(capsys) -> list[str]:  # stderr without the progress lines
+        return [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith("[replay]")]
+
+    parser = argparse.ArgumentParser()
+    replay.add_commands(parser.add_subparsers())
+    work, events = _work_with_fake_flink(tmp_path, monkeypatch, [])
+    argv = ["replay", "--work-dir", str(work), "--events", str(events), "--out", str(tmp_path / "d.jsonl")]
+    # A model that fails to load (the artifact is not a model archive).
+    model = Path(json.loads((work / "endpoint" / "deployed.json").read_text())["model_data"])
+    model.write_bytes(b"not a tar.gz")
+    args = parser.parse_args(argv)
+    assert args.handler(args) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: cannot load the deployed model {model}: "), err
+    # An unreadable snapshot Parquet file: reported before the (slow) Flink run.
+    (work / "features" / "snapshots" / "part-0.parquet").write_bytes(b"PAR1 garbage")
+    assert args.handler(args) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and err[0].startswith("error: cannot read snapshot table"), err
+    # A snapshot table without the needed columns.
+    pq.write_table(pa.table({"x": [1]}), work / "features" / "snapshots" / "part-0.parquet")
+    assert args.handler(args) == 2
+    err = _errors(capsys)
+    assert len(err) == 1 and "lacks column(s): cc_num, cutoff" in err[0], err
