@@ -22,6 +22,8 @@ TRANSACTION_COLUMNS: tuple[str, ...] = ("tid", "datetime", "cc_num", "amount", "
 EVENT_FIELDS: tuple[str, ...] = ("tid", "cc_num", "amount", "trans_ts")
 """Required fields of a streaming event (JSON); `merchant`, `zip_code` are optional."""
 OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("merchant", "zip_code")
+REJECTED_RAW_FIELD = "raw"
+"""Set by the Flink job on a record it could not read (the original text); the Lambdas reject it."""
 
 LABEL = "fraud_label"
 CARD_ID = "cc_num"

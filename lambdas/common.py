@@ -204,6 +204,16 @@ def _card_number(v: Any) -> int:
     return v
 
 
+def flink_reject_reason(raw: str) -> str:
+    """Why the Flink job set a record aside: this module's reason on the original text where it
+    rejects it too, else the shared rule (features.spec.valid_event_sql) as Flink reads it."""
+    try:
+        parse_event(raw)
+    except MalformedRecord as exc:
+        return f"rejected by the streaming job: {exc}"
+    return "rejected by the streaming job: not a valid event under its typed reading (features.spec.valid_event_sql)"
+
+
 def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     """Check a transaction event (and, when `enriched`, the Flink aggregates); raise MalformedRecord.
 
@@ -212,6 +222,8 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     Returns a normalised copy: `cc_num` int, `amount`/`trans_ts` float, optional fields kept."""
     if not isinstance(obj, dict):
         raise MalformedRecord(f"event is not a JSON object but {type(obj).__name__}")
+    if enriched and isinstance(obj.get(spec.REJECTED_RAW_FIELD), str):
+        raise MalformedRecord(flink_reject_reason(obj[spec.REJECTED_RAW_FIELD]))
     required = dict.fromkeys((*spec.EVENT_FIELDS, *spec.NON_NEGATIVE_FIELDS))
     missing = [f for f in required if obj.get(f) is None]
     if missing:

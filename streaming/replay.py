@@ -225,16 +225,6 @@ def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
     return name, server.url, server
 
 
-def flink_reject_reason(raw: str) -> str:
-    """Why the Flink job set a record aside: the Lambdas' reason on the original text if they
-    reject it too, else the shared rule (features.spec.valid_event_sql) as Flink reads it."""
-    try:
-        common.parse_event(raw)
-    except common.MalformedRecord as exc:
-        return f"rejected by the streaming job: {exc}"
-    return "rejected by the streaming job: not a valid event under its typed reading (features.spec.valid_event_sql)"
-
-
 def _one_line(exc: BaseException) -> str:
     """An exception as one line (Arrow and XGBoost messages span several)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -421,7 +411,7 @@ def run_replay(
                     if isinstance(row, dict) and row.get(RAW_FIELD) is not None:
                         # Flink's rule is stricter than the input check here (e.g. a card number in
                         # exponent form): one reject line with the reason, not one per handler.
-                        queue.reject(flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
+                        queue.reject(common.flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
                         n_flink_rejects += 1
                         continue
                     day = None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY)

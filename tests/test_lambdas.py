@@ -762,3 +762,21 @@ def test_parse_event_rejects_edge_values_without_crashing(raw, reason):
     with pytest.raises(common.MalformedRecord) as err:
         common.parse_event(raw, enriched=True)
     assert reason in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"tid": "t1", "cc_num": 4000000000000001, "amount": "12", "trans_ts": 1.0}', "amount"),
+        ("not json at all", "rejected by the streaming job: "),
+        ('{"tid": "t1", "cc_num": 4e15, "amount": 1.0, "trans_ts": 1.0}', "typed reading"),
+    ],
+)
+def test_record_flagged_by_flink_is_rejected_with_the_reason(raw: str, reason: str) -> None:
+    """Flink forwards what it cannot read with the original text; the reason names the real problem."""
+    flagged = {"tid": None, "cc_num": 0, "amount": None, "trans_ts": None, spec.REJECTED_RAW_FIELD: raw}
+    with pytest.raises(common.MalformedRecord) as excinfo:
+        common.validate_event(flagged, enriched=True)
+    message = str(excinfo.value)
+    assert message.startswith("rejected by the streaming job: ") and reason in message
+    assert "missing field" not in message

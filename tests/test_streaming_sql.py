@@ -45,29 +45,38 @@ def test_insert_routes_late_and_invalid_rows_instead_of_dropping():
     assert "DECIMAL(38, 12)" in text  # exact running sum (see streaming/sql.py)
     # Validity is the shared rule of features.spec (Spark, Flink, Lambdas), applied to the typed fields.
     view = sql.events_view_sql()
-    assert spec.valid_event_sql() in view and "IS JSON OBJECT" in view
+    assert spec.valid_event_sql() in view and sql.parsed_sql() in view
     # Rejected rows carry the raw record and no aggregates; valid rows no raw text.
     assert [n for n, _ in sql.OUTPUT_COLUMNS][-1] == sql.RAW
-    assert text.count("CAST(NULL AS STRING) AS `raw`") == 2
+    assert text.count("IF(`valid`, CAST(NULL AS STRING), `raw`) AS `raw`") == 2
 
 
 def test_strict_field_extraction():
     # Numbers must not be JSON strings; integers must be integral; JSON_VALUE ... RETURNING DOUBLE
     # (which throws on a string and fails the job) is never used.
     amount = sql.field_sql(spec.AMOUNT, "DOUBLE")
-    assert "NOT LIKE '[\"%'" in amount and "TRY_CAST" in amount and "RETURNING" not in amount
+    assert "`_q_amount` NOT LIKE '[\"%'" in amount and "TRY_CAST(`_v_amount` AS DOUBLE)" in amount
     card = sql.field_sql(spec.CARD_ID, "BIGINT")
-    assert "DECIMAL(38, 12)) = TRY_CAST" in card
-    assert "LIKE '[\"%'" in sql.field_sql("tid", "STRING")
-    assert sql.field_sql("merchant", "STRING") == "JSON_VALUE(`raw`, '$.merchant')"
+    assert "TRY_CAST(`_v_cc_num` AS DECIMAL(38, 12)) = TRY_CAST(`_v_cc_num` AS BIGINT)" in card
+    assert "`_q_tid` LIKE '[\"%'" in sql.field_sql("tid", "STRING")
+    assert sql.field_sql("merchant", "STRING") == "`_v_merchant`"  # optional free text: any scalar
     with pytest.raises(ValueError):
         sql.field_sql("x", "BOOLEAN")
+    # Each JSON function is called once per record, as a source computed column (shared by the
+    # three branches), never inside the view or the INSERT.
+    cols = dict(sql.json_columns())
+    assert cols["_v_amount"] == "JSON_VALUE(`raw`, '$.amount')"
+    assert cols["_q_amount"] == "JSON_QUERY(`raw`, '$.amount' WITH ARRAY WRAPPER)"
+    assert "_q_merchant" not in cols and len(cols) == len(sql.INPUT_COLUMNS) + 5
+    assert "RETURNING" not in sql.source_ddl(sql.ConnectorConfig("filesystem", "/a", "/b"), 5)
+    assert "JSON_" not in sql.events_view_sql() and "JSON_" not in sql.insert_sql()
 
 
 def test_source_has_event_time_and_watermark():
     conn = sql.ConnectorConfig("filesystem", "/in.jsonl", "/out")
     ddl = sql.source_ddl(conn, 7)
-    assert "TO_TIMESTAMP_LTZ(CAST(ROUND(" in ddl and "* 1000) AS BIGINT), 3)" in ddl
+    ts = "TRY_CAST(JSON_VALUE(`raw`, '$.trans_ts') AS DOUBLE)"
+    assert f"THEN TO_TIMESTAMP_LTZ(CAST(ROUND({ts} * 1000) AS BIGINT), 3)" in ddl
     assert "ELSE TO_TIMESTAMP_LTZ(0, 3) END" in ddl  # never a NULL time attribute
     assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '0 00:00:07' DAY TO SECOND" in ddl
     assert "'path' = '/in.jsonl'" in ddl and "'format' = 'raw'" in ddl
