@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # numpy stays out of the Lambda zips, which carry only the stdlib and boto3
-    import numpy as np
+from typing import Any
 
 # --- Raw data -----------------------------------------------------------------
 TRANSACTION_COLUMNS: tuple[str, ...] = ("tid", "datetime", "cc_num", "amount", "fraud_label")
@@ -111,17 +108,6 @@ def safe_ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator != 0 else 0.0
 
 
-def safe_ratio_array(numerator: Any, denominator: Any) -> np.ndarray:
-    """Vectorised ratio with the 0-denominator rule (pandas/NumPy paths)."""
-    import numpy as np
-
-    num = np.asarray(numerator, dtype=np.float64)
-    den = np.asarray(denominator, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
 def ratio_sql(ratio: Ratio) -> str:
     """SQL expression of a ratio (Spark SQL and Flink SQL both accept it)."""
     num, den = ratio.numerator, ratio.denominator
@@ -170,7 +156,8 @@ STREAMING_FEATURE_GROUP = FeatureGroup(
         ("trans_time", "Fractional"),
     ),
 )
-"""10-minute aggregates written per transaction by `ingest_aggregates`; event time = `trans_ts`."""
+"""10-minute aggregates per card from `ingest_aggregates` (newest on-time event of each card in a
+Lambda batch; older ones would lose to it under the event-time rule anyway); event time = `trans_ts`."""
 
 BATCH_FEATURE_GROUP = FeatureGroup(
     name="cc-agg-batch-fg",

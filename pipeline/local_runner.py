@@ -31,10 +31,10 @@ from typing import Any
 
 from features import spec
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
+from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
+from processing.simulate import FULL_ROWS
 
 DEFAULT_WORK_DIR = Path("work/local")
-FULL_SCALE_ROWS = 5_400_000
-DEFAULT_ENDPOINT_PORT = 8080
 DEPLOYED_FILE = "deployed.json"
 
 
@@ -156,8 +156,6 @@ def _timed(report: RunReport, index: int, total: int, name: str, step: Callable[
     start = time.perf_counter()
     try:
         detail = step()
-    except StepFailed:
-        raise
     except (ValueError, LookupError, OSError) as exc:  # bad input or data: the step's own message says what
         raise StepFailed(f"{name}: {exc}") from exc
     seconds = time.perf_counter() - start
@@ -176,7 +174,6 @@ def run_local(args: argparse.Namespace) -> RunReport:
     registry_dir = work_dir / "registry"
     report = RunReport()
     state: dict[str, Any] = {}
-    steps: list[tuple[str, Callable[[], str]]] = []
 
     def prepare_data() -> str:
         if args.transactions:
@@ -210,12 +207,12 @@ def run_local(args: argparse.Namespace) -> RunReport:
             argv += ["--snapshot-date", args.snapshot_date]
         summary = aggregate.main(argv)
         state["aggregate"] = summary
-        rows = summary.get("rows", {})
+        rows = summary["rows_out"]
         empty = [split for split in ("train", "validation", "test") if not rows.get(split)]
         if empty:
             raise StepFailed(
                 f"the {'/'.join(empty)} split is empty: data from {summary.get('first_day')} to {summary.get('last_day')} is too "
-                f"short for the time-based split (first 14 days are history, last 14 test, 14 before them validation)"
+                f"short for the time-based split (first {HISTORY_DAYS} days are history, last {TEST_DAYS} test, {VALIDATION_DAYS} before them validation)"
             )
         return (
             f"train {rows.get('train', '?'):,} / validation {rows.get('validation', '?'):,} / "
@@ -356,10 +353,9 @@ def approve_local(args: argparse.Namespace) -> int:
     if args.version is None:
         print("error: --version is required with --work-dir", file=sys.stderr)
         return 2
-    status = getattr(args, "status", None) or "Approved"
     try:
         package = LocalModelRegistry(Path(args.work_dir) / "registry").set_status(
-            spec.MODEL_PACKAGE_GROUP, int(args.version), status
+            spec.MODEL_PACKAGE_GROUP, args.version, args.status
         )
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -397,7 +393,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     local = commands.add_parser("local", help="run the whole pipeline locally (no AWS)", description=__doc__)
     local.add_argument(
-        "--rows", type=int, default=FULL_SCALE_ROWS, help="simulated transactions (default: %(default)s)"
+        "--rows", type=int, default=FULL_ROWS, help="simulated transactions (default: %(default)s)"
     )
     local.add_argument("--seed", type=int, default=7, help="simulator and replay seed (default: %(default)s)")
     local.add_argument(

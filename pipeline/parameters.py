@@ -50,7 +50,9 @@ def parameter_specs(bucket: str, prefix: str = DEFAULT_PREFIX) -> tuple[Paramete
             "PendingManualApproval",
             "Approval status of the registered version (Approved deploys at once)",
         ),
-        ParameterSpec("MinPrAuc", "Float", DEFAULT_MIN_PR_AUC, "Quality gate: minimum test pr_auc to register the model"),
+        ParameterSpec(
+            "MinPrAuc", "Float", DEFAULT_MIN_PR_AUC, "Quality gate: minimum test pr_auc to register the model"
+        ),
         ParameterSpec(
             "EndpointName", "String", spec.ENDPOINT_NAME, "Endpoint the deploy step creates or updates"
         ),

@@ -14,7 +14,9 @@ def local_spark_session(
     """`local[N]` session, UTC, no UI, driver memory sized for the full 5.4 M-row data set."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode: loopback only, no hostname lookup warning
+    os.environ.setdefault(
+        "SPARK_LOCAL_IP", "127.0.0.1"
+    )  # local mode: loopback only, no hostname lookup warning
     n = cores or os.cpu_count() or 2
     session = (
         SparkSession.builder.master(f"local[{n}]")

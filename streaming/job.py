@@ -23,7 +23,7 @@ from streaming import sql
 
 PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FraudFeatures"
-DEFAULT_WATERMARK_SECONDS = 5
+DEFAULT_WATERMARK_SECONDS = sql.DEFAULT_WATERMARK_SECONDS
 
 
 def load_application_properties(path: str = PROPERTIES_FILE) -> dict[str, str] | None:

@@ -28,11 +28,12 @@ from typing import Any
 
 from features import spec
 from lambdas import common
-from streaming.sql import RAW as RAW_FIELD  # set by the Flink job on records it could not place
+from streaming.sql import DEFAULT_WATERMARK_SECONDS
+
+RAW_FIELD = spec.REJECTED_RAW_FIELD  # set by the Flink job on records it could not place
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
-DEFAULT_WATERMARK_SECONDS = 5
 DEFAULT_BATCH_SIZE = 100
 MAX_REDELIVERIES = 3
 
@@ -516,7 +517,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--events", required=True, help="events JSON lines")
     p.add_argument("--out", required=True, help="decisions JSON lines (one per parsed event)")
     p.add_argument("--rejects", default=None, help="rejects JSON lines (default: OUT.rejects.jsonl)")
-    p.add_argument("--watermark-seconds", type=int, default=DEFAULT_WATERMARK_SECONDS)
+    p.add_argument(
+        "--watermark-seconds",
+        type=int,
+        default=DEFAULT_WATERMARK_SECONDS,
+        help="bounded out-of-orderness of the Flink watermark (default: %(default)s)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Kinesis batch size for the Lambdas"
     )

@@ -39,14 +39,16 @@ SUM_TYPE = "DECIMAL(38, 12)"
 MAX_EPOCH_SECONDS = 253_402_300_800
 """Year 10000: larger (valid but absurd) times get a placeholder rowtime instead of overflowing."""
 
+DEFAULT_WATERMARK_SECONDS = 5
+"""Bounded out-of-orderness of the event-time watermark (Managed Flink property `watermark.seconds`)."""
+
 # Input fields of an event and their Flink types; output = these + aggregates + `late` + `raw`.
 INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tid", "STRING"),
     (spec.CARD_ID, "BIGINT"),
     (spec.AMOUNT, "DOUBLE"),
     (spec.EVENT_TIME, "DOUBLE"),
-    ("merchant", "STRING"),
-    ("zip_code", "STRING"),
+    *((field, "STRING") for field in spec.OPTIONAL_EVENT_FIELDS),
     (spec.LABEL, "INT"),
 )
 """`fraud_label` is optional and only carried through (replays use it for precision/recall)."""

@@ -32,7 +32,11 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     def guarded_connect(self: socket.socket, address, *args, **kwargs):
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("/"):
+        if (
+            isinstance(host, str)
+            and host not in ("127.0.0.1", "localhost", "::1")
+            and not host.startswith("/")
+        ):
             raise AssertionError(f"network access attempted in an offline test: {address!r}")
         return real_connect(self, address, *args, **kwargs)
 
@@ -41,6 +45,11 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(
-        AssertionError(f"network access attempted in an offline test: {a!r}")))
+    monkeypatch.setattr(
+        socket,
+        "create_connection",
+        lambda *a, **k: (_ for _ in ()).throw(
+            AssertionError(f"network access attempted in an offline test: {a!r}")
+        ),
+    )
     yield
