@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "flink.json"
 FLINK_PY = Path(os.environ.get("FLINK_PYTHON", REPO / ".venv-flink" / "bin" / "python"))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from streaming.replay import ReplayError, enriched_lines, run_flink  # noqa: E402
+from streaming.sql import DEFAULT_WATERMARK_SECONDS  # noqa: E402
 
 
 def write_events(path: Path, n: int, seed: int = 0) -> None:
@@ -46,28 +50,14 @@ def write_events(path: Path, n: int, seed: int = 0) -> None:
 
 
 def run_job(src: Path, out: Path, parallelism: int) -> tuple[float, int]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            str(FLINK_PY),
-            "streaming/job.py",
-            "--source-path",
-            str(src),
-            "--sink-path",
-            str(out),
-            "--parallelism",
-            str(parallelism),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"bench_flink: the Flink job failed: {proc.stderr.strip().splitlines()[-1:]}")
-    rows = sum(1 for p in out.rglob("*") if p.is_file() and not p.name.startswith(".") for _ in p.open())
-    return elapsed, rows
+    """Wall seconds and output rows of one job run, launched exactly as the replay launches it."""
+    try:
+        elapsed = run_flink(
+            src, out, DEFAULT_WATERMARK_SECONDS, out.with_suffix(".log"), parallelism=parallelism
+        )
+    except ReplayError as exc:
+        sys.exit(f"bench_flink: {exc}")
+    return elapsed, sum(1 for _ in enriched_lines(out))
 
 
 def main(argv: list[str] | None = None) -> int:

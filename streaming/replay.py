@@ -168,8 +168,18 @@ def flink_python() -> str:
     return exe
 
 
-def run_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> float:
-    """The Flink job as a subprocess in its own venv (its pins clash with the main one)."""
+def run_flink(
+    source: Path,
+    sink: Path,
+    watermark_seconds: int,
+    log_path: Path,
+    *,
+    parallelism: int | None = None,
+    timeout: float | None = None,
+) -> float:
+    """The Flink job as a subprocess in its own venv (its pins clash with the main one); wall seconds.
+
+    The replay, the Flink tests and the Flink benchmark all launch the job through here."""
     if sink.exists():
         shutil.rmtree(sink)
     cmd = [
@@ -182,9 +192,13 @@ def run_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) 
         "--watermark-seconds",
         str(watermark_seconds),
     ]
+    if parallelism is not None:
+        cmd += ["--parallelism", str(parallelism)]
     t0 = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=timeout
+        )
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
         raise ReplayError(f"Flink job failed (exit {proc.returncode}, log {log_path}): {' | '.join(tail)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from features import spec
 from streaming import sql
+from streaming.replay import enriched_lines, run_flink
 
 pytestmark = [pytest.mark.flink, pytest.mark.xdist_group("flink")]
 
@@ -33,29 +33,8 @@ def run_job(events: list, tmp: Path, watermark: int = WATERMARK) -> list[dict]:
         pytest.skip("PyFlink environment .venv-flink missing (make install)")
     src, out = tmp / "in.jsonl", tmp / "out"
     src.write_text("".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events))
-    proc = subprocess.run(
-        [
-            str(FLINK_PY),
-            "streaming/job.py",
-            "--source-path",
-            str(src),
-            "--sink-path",
-            str(out),
-            "--watermark-seconds",
-            str(watermark),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = []
-    for p in sorted(out.rglob("*")):
-        if p.is_file() and not p.name.startswith((".", "_")):
-            rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return rows
+    run_flink(src, out, watermark, tmp / "flink.log", timeout=240)  # raises ReplayError with the log tail
+    return [json.loads(line) for line in enriched_lines(out) if line.strip()]
 
 
 def ev(tid: str, card: int, amount: float, ts: float, **extra) -> dict:
