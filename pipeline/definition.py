@@ -1,8 +1,9 @@
 """The SageMaker Pipeline, built with the SageMaker Python SDK 3.x in one function.
 
-    aggregate (PySpark, Spark 3.5) -> train (built-in XGBoost) -> evaluate -> pr_auc >= MinPrAuc ?
+    aggregate (PySpark, Spark 3.5) -> train (built-in XGBoost) -> evaluate
+        -> pr_auc >= MinPrAuc and recall > 0 (at the decision threshold) ?
         yes: register (model package group, metrics) -> deploy (Lambda deploy_model)
-        no:  fail (message carries the measured pr_auc)
+        no:  fail (message carries the measured pr_auc and recall)
 
 The definition is generated offline: no credentials, no network. The SDK creates boto3
 clients at import and step-construction time and validates roles through IAM unless told
@@ -36,7 +37,8 @@ XGBOOST_VERSION = "3.0-5"
 """Built-in XGBoost image; matches the pinned local xgboost (3.0.5) so one artifact serves both."""
 
 DEPLOY_LAMBDA_NAME = f"{DEFAULT_PREFIX}-deploy-model"
-"""Function name of lambdas/deploy_model in infra/pipeline.yaml (NamePrefix + '-deploy-model')."""
+"""Placeholder for the offline `definition` printout only: `upsert` takes the function from the pipeline
+stack's output DeployModelFunctionArn (`--stack` or `--deploy-lambda`), since the name follows NamePrefix."""
 
 PLACEHOLDER_ACCOUNT = "111122223333"
 PLACEHOLDER_ROLE_ARN = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/{DEFAULT_PREFIX}-sagemaker-execution"
@@ -51,6 +53,8 @@ SOURCE_DIR = f"{PROCESSING_ROOT}/source"
 SPARK_OUTPUT_DIR = f"{PROCESSING_ROOT}/output"
 SPARK_OUTPUTS: tuple[str, ...] = ("train", "validation", "test", "parquet", "snapshots")
 PR_AUC_JSON_PATH = "binary_classification_metrics.pr_auc.value"
+RECALL_JSON_PATH = "binary_classification_metrics.recall.value"
+"""Recall at the decision threshold (spec.DECISION_THRESHOLD), as processing/evaluate.py writes it."""
 
 STEP_AGGREGATE = "AggregateFeatures"
 STEP_TRAIN = "TrainModel"
@@ -310,7 +314,7 @@ def _build(config: PipelineConfig, session: Any) -> Any:
         StoppingCondition,
     )
     from sagemaker.core.spark.processing import PySparkProcessor
-    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.conditions import ConditionGreaterThan, ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
@@ -320,7 +324,7 @@ def _build(config: PipelineConfig, session: Any) -> Any:
     from sagemaker.mlops.workflow.lambda_step import LambdaOutput, LambdaOutputTypeEnum, LambdaStep
     from sagemaker.mlops.workflow.model_step import ModelStep
     from sagemaker.mlops.workflow.pipeline import Pipeline
-    from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+    from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
     from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, InputData
@@ -348,10 +352,10 @@ def _build(config: PipelineConfig, session: Any) -> Any:
         instance_type="ml.m5.xlarge",
     )
     xgboost_image = image_uris.retrieve("xgboost", region=region, version=XGBOOST_VERSION)
-    # Training and evaluation are pure functions of their inputs: reuse them when a re-run
-    # (e.g. a selective execution from a later step) sees the same data. The Spark step is
-    # never cached: it publishes the run day's snapshot to the online store.
-    cache = CacheConfig(enable_caching=True, expire_after="P30D")
+    # No step caching (docs/aws.md, "Caching"): a cache key is built from the step's arguments, and
+    # the training/evaluation inputs live under the execution id, so a key would never repeat; with
+    # stable prefixes instead, a hit would reuse a model trained on the data that was under
+    # InputDataUrl the last time, although the transactions there change every night.
 
     # 1. Spark: aggregates, training data, snapshot ingestion into the batch feature group.
     spark = PySparkProcessor(
@@ -380,6 +384,10 @@ def _build(config: PipelineConfig, session: Any) -> Any:
             "sagemaker",
             "--region",
             region,
+            # Integer parameters become strings inside one token (ContainerArguments is a string list).
+            Join(on="", values=["--history-days=", params["HistoryDays"]]),
+            Join(on="", values=["--validation-days=", params["ValidationDays"]]),
+            Join(on="", values=["--test-days=", params["TestDays"]]),
         ],
         # Spark writes straight to S3 (part files from the executors of every instance, so any
         # ProcessingInstanceCount is correct); the outputs declare the same prefixes so training
@@ -433,7 +441,6 @@ def _build(config: PipelineConfig, session: Any) -> Any:
         step_args=trainer.train(),
         display_name="Train XGBoost",
         description="Built-in XGBoost algorithm (binary:logistic, aucpr, early stopping) on the train/validation CSV.",
-        cache_config=cache,
     )
     model_data = step_train.properties.ModelArtifacts.S3ModelArtifacts
 
@@ -508,11 +515,13 @@ def _build(config: PipelineConfig, session: Any) -> Any:
         display_name="Evaluate on the test split",
         description="processing/evaluate.py: evaluation.json (model-quality format: auc, pr_auc, precision, recall, f1) and PR/ROC curves.",
         property_files=[evaluation_report],
-        cache_config=cache,
     )
     evaluation_uri = step_evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri
     pr_auc = JsonGet(
         step_name=step_evaluate.name, property_file=evaluation_report, json_path=PR_AUC_JSON_PATH
+    )
+    recall = JsonGet(
+        step_name=step_evaluate.name, property_file=evaluation_report, json_path=RECALL_JSON_PATH
     )
 
     # 4. Register with the metrics attached; approval status from the parameter.
@@ -565,24 +574,36 @@ def _build(config: PipelineConfig, session: Any) -> Any:
     step_fail = FailStep(
         name=STEP_FAIL,
         display_name="Quality gate failed",
-        description="Stops the run when the test pr_auc is under MinPrAuc; nothing is registered.",
+        description=(
+            "Stops the run when the test pr_auc is under MinPrAuc or the model flags no fraud at the "
+            "decision threshold (recall 0); nothing is registered."
+        ),
         error_message=Join(
             on=" ",
             values=[
-                "Test pr_auc",
+                "Quality gate failed: test pr_auc",
                 pr_auc,
-                "is below MinPrAuc",
-                params["MinPrAuc"],
-                "- model not registered.",
+                "(MinPrAuc",
+                Join(on="", values=[params["MinPrAuc"], "),"]),
+                f"recall at threshold {spec.DECISION_THRESHOLD}",
+                recall,
+                "(must be > 0) - model not registered.",
             ],
         ),
     )
 
     step_check = ConditionStep(
         name=STEP_CHECK,
-        display_name="pr_auc >= MinPrAuc?",
-        description=f"Quality gate on evaluation.json {PR_AUC_JSON_PATH}.",
-        conditions=[ConditionGreaterThanOrEqualTo(left=pr_auc, right=params["MinPrAuc"])],
+        display_name="pr_auc >= MinPrAuc and recall > 0?",
+        description=(
+            f"Quality gate on evaluation.json: {PR_AUC_JSON_PATH} >= MinPrAuc and {RECALL_JSON_PATH} > 0 "
+            "(a model that flags nothing at the decision threshold is useless whatever its pr_auc)."
+        ),
+        # A ConditionStep's conditions must all hold (logical AND).
+        conditions=[
+            ConditionGreaterThanOrEqualTo(left=pr_auc, right=params["MinPrAuc"]),
+            ConditionGreaterThan(left=recall, right=0.0),
+        ],
         if_steps=[step_register, step_deploy],
         else_steps=[step_fail],
     )

@@ -22,9 +22,11 @@ class ParameterSpec:
 
 
 DEFAULT_PREFIX = "fraud-detection"
+"""Key prefix of everything the pipeline reads and writes in the artifact bucket."""
 DEFAULT_MIN_PR_AUC = 0.75
 """Quality gate on test pr_auc, the same on AWS (MinPrAuc) and locally (--min-pr-auc)."""
-"""Key prefix of everything the pipeline reads and writes in the artifact bucket."""
+DEFAULT_SPLIT_DAYS = 14
+"""Default length of the history, validation and test periods (processing/aggregate.py's defaults)."""
 
 
 def default_input_data_url(bucket: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -62,6 +64,19 @@ def parameter_specs(bucket: str, prefix: str = DEFAULT_PREFIX) -> tuple[Paramete
             "",
             "Cut-off (YYYY-MM-DD, 00:00 UTC) of the 1-week snapshot to ingest; empty = the run day",
         ),
+        ParameterSpec(
+            "HistoryDays",
+            "Integer",
+            DEFAULT_SPLIT_DAYS,
+            "First days that only feed the windows (--history-days of the Spark job)",
+        ),
+        ParameterSpec(
+            "ValidationDays",
+            "Integer",
+            DEFAULT_SPLIT_DAYS,
+            "Days of the validation split, before the test split (--validation-days)",
+        ),
+        ParameterSpec("TestDays", "Integer", DEFAULT_SPLIT_DAYS, "Last days, the test split (--test-days)"),
     )
 
 

@@ -111,6 +111,9 @@ def test_parameters_exact_names_types_defaults(definition):
             "MinPrAuc",
             "EndpointName",
             "SnapshotDate",
+            "HistoryDays",
+            "ValidationDays",
+            "TestDays",
         )
     )
     assert params["ProcessingInstanceCount"]["Type"] == "Integer"
@@ -118,6 +121,8 @@ def test_parameters_exact_names_types_defaults(definition):
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["EndpointName"]["DefaultValue"] == spec.ENDPOINT_NAME
     assert params["SnapshotDate"]["DefaultValue"] == ""
+    for name in ("HistoryDays", "ValidationDays", "TestDays"):
+        assert params[name] == {"Name": name, "Type": "Integer", "DefaultValue": 14}
     assert params["InputDataUrl"]["DefaultValue"] == f"s3://{BUCKET}/fraud-detection/input/transactions/"
     assert set(definition) == {"Version", "Metadata", "Parameters", "Steps"}  # no null keys, no Experiments
 
@@ -150,12 +155,30 @@ def test_spark_step_image_code_and_parameter_wiring(definition):
     assert argv[argv.index("--feature-store") + 1] == "sagemaker"
     assert argv[argv.index("--region") + 1] == "us-east-1"
     assert {"Std:Join": {"On": "", "Values": ["--snapshot-date=", _get("SnapshotDate")]}} in argv
+    for flag, param in (("history", "HistoryDays"), ("validation", "ValidationDays"), ("test", "TestDays")):
+        assert {"Std:Join": {"On": "", "Values": [f"--{flag}-days=", _get(param)]}} in argv
+    # ... and processing/aggregate.py parses the arguments as resolved (parameters -> their defaults).
+    from processing import aggregate
+
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+
+    def resolved(token):
+        if isinstance(token, str):
+            return token
+        if "Get" in token:
+            return str(defaults.get(token["Get"].removeprefix("Parameters."), "x"))
+        return "".join(resolved(v) for v in token["Std:Join"]["Values"])
+
+    job = aggregate.build_parser().parse_args([resolved(t) for t in argv])
+    assert (job.history_days, job.validation_days, job.test_days) == (14, 14, 14)
+    assert job.snapshot_date == "" and job.feature_store == "sagemaker"
     # Spark writes to S3 itself; the declared outputs name the same prefixes (wiring for later steps).
     outputs = {o["OutputName"]: o["S3Output"]["S3Uri"] for o in args["ProcessingOutputConfig"]["Outputs"]}
     assert {"train", "validation", "test"} <= set(outputs)
     for name, uri in outputs.items():
         assert uri == {"Std:Join": {"On": "/", "Values": [*run_prefix, "features", name]}}
-    assert "CacheConfig" not in _steps(definition)["AggregateFeatures"]  # side effect: snapshot ingestion
+    # No step caches (docs/aws.md "Caching": keys under the execution id never repeat).
+    assert not any("CacheConfig" in step for step in _steps(definition).values())
 
 
 def test_training_step_image_channels_hyperparameters(definition):
@@ -183,7 +206,6 @@ def test_training_step_image_channels_hyperparameters(definition):
     for name in ("num_round", "max_depth", "eta", "subsample", "early_stopping_rounds"):
         assert float(hyper[name]) == float(DEFAULT_HYPERPARAMETERS[name])
     assert args["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/fraud-detection/models"
-    assert step["CacheConfig"]["Enabled"] is True
 
 
 def test_evaluation_step_inputs_and_property_file(definition):
@@ -216,15 +238,26 @@ def test_evaluation_step_inputs_and_property_file(definition):
 
 
 def test_condition_json_get_path_and_threshold(definition):
-    (condition,) = _steps(definition)["CheckPrAuc"]["Arguments"]["Conditions"]
-    assert condition["Type"] == "GreaterThanOrEqualTo"
-    assert condition["LeftValue"] == {
+    pr_auc, recall = _steps(definition)["CheckPrAuc"]["Arguments"]["Conditions"]
+    assert pr_auc["Type"] == "GreaterThanOrEqualTo"
+    assert pr_auc["LeftValue"] == {
         "Std:JsonGet": {
             "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
             "Path": "binary_classification_metrics.pr_auc.value",
         }
     }
-    assert condition["RightValue"] == _get("MinPrAuc")
+    assert pr_auc["RightValue"] == _get("MinPrAuc")
+    # A model that flags nothing at the decision threshold fails the gate whatever its pr_auc.
+    assert recall == {
+        "Type": "GreaterThan",
+        "LeftValue": {
+            "Std:JsonGet": {
+                "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
+                "Path": "binary_classification_metrics.recall.value",
+            }
+        },
+        "RightValue": 0.0,
+    }
 
 
 def test_register_step_metrics_source_and_approval(definition):
@@ -268,7 +301,13 @@ def test_lambda_step_inputs_and_fail_message(definition):
             "Path": "binary_classification_metrics.pr_auc.value",
         }
     } in message["Values"]
-    assert _get("MinPrAuc") in message["Values"]
+    assert {"Std:Join": {"On": "", "Values": [_get("MinPrAuc"), "),"]}} in message["Values"]
+    assert {
+        "Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.EvaluateModel.PropertyFiles.EvaluationReport"},
+            "Path": "binary_classification_metrics.recall.value",
+        }
+    } in message["Values"]
 
 
 def test_names_region_and_lambda_arn_follow_arguments(no_network, monkeypatch, tmp_path):
@@ -330,3 +369,197 @@ def test_cli_definition_prints_json(no_network, monkeypatch, tmp_path, capsys):
     assert args.handler(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [s["Type"] for s in printed["Steps"]] == ["Processing", "Training", "Processing", "Condition"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every step's arguments against botocore's request shapes (the API the service calls per step).
+# Pipeline functions and parameters are replaced by typed placeholders first: a parameter by a
+# value of its declared type, a step property by a value of the type botocore's *output* shape
+# gives that property (DescribeProcessingJob, DescribeTrainingJob, DescribeModelPackage), a Join
+# by a string, a JsonGet by a float. Then ParamValidator checks required members, types and
+# minimum lengths, and literal strings are checked against the shape's max length and pattern.
+_STEP_REQUESTS = {
+    "Processing": ("sagemaker", "CreateProcessingJob", {"ProcessingJobName": "placeholder-job"}),
+    "Training": ("sagemaker", "CreateTrainingJob", {"TrainingJobName": "placeholder-job"}),
+    "RegisterModel": ("sagemaker", "CreateModelPackage", {}),
+}
+_PROPERTY_SOURCES = {
+    "Processing": "DescribeProcessingJob",
+    "Training": "DescribeTrainingJob",
+    "RegisterModel": "DescribeModelPackage",
+}
+_PLACEHOLDER_BY_TYPE = {
+    "string": "s3://placeholder-bucket/placeholder/key",
+    "integer": 1,
+    "long": 1,
+    "float": 0.5,
+    "double": 0.5,
+    "boolean": True,
+}
+
+
+class _Literal(str):
+    """A string that came from the definition itself (checked against patterns)."""
+
+
+def _service_model(service: str):
+    from botocore.session import get_session
+
+    return get_session().get_service_model(service)
+
+
+def _property_type(step_type: str, path: str) -> object:
+    """Placeholder for `Steps.<step>.<path>` typed by the Describe* output shape of that step."""
+    shape = _service_model("sagemaker").operation_model(_PROPERTY_SOURCES[step_type]).output_shape
+    for part in re.findall(r"[A-Za-z0-9]+|\[[^\]]+\]", path):
+        if part.startswith("["):
+            assert shape.type_name in ("list", "map"), (path, part, shape.type_name)
+            shape = shape.member if shape.type_name == "list" else shape.value
+        else:
+            assert shape.type_name == "structure" and part in shape.members, f"{path}: no member {part}"
+            shape = shape.members[part]
+    assert shape.type_name in _PLACEHOLDER_BY_TYPE, (path, shape.type_name)
+    return _PLACEHOLDER_BY_TYPE[shape.type_name]
+
+
+def _resolve(value, definition: dict, step_types: dict[str, str]):
+    """The definition value with every pipeline function replaced by a typed placeholder."""
+    if isinstance(value, dict) and set(value) == {"Get"}:
+        ref = value["Get"]
+        kind, _, rest = ref.partition(".")
+        if kind == "Parameters":
+            (param,) = [p for p in definition["Parameters"] if p["Name"] == rest]
+            return {"String": "placeholder", "Integer": 7, "Float": 0.5, "Boolean": True}[param["Type"]]
+        if kind == "Execution":
+            return "placeholder-execution-id"
+        if kind == "Steps":
+            step, _, path = rest.partition(".")
+            return _property_type(step_types[step], path)
+        raise AssertionError(f"unknown reference {ref}")
+    if isinstance(value, dict) and set(value) == {"Std:Join"}:
+        parts = [_resolve(v, definition, step_types) for v in value["Std:Join"]["Values"]]
+        assert all(isinstance(p, str | int | float) for p in parts), parts
+        return value["Std:Join"]["On"].join(str(p) for p in parts)
+    if isinstance(value, dict) and set(value) == {"Std:JsonGet"}:
+        return 0.5
+    if isinstance(value, dict):
+        return {k: _resolve(v, definition, step_types) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, definition, step_types) for v in value]
+    if isinstance(value, str):
+        return _Literal(value)
+    return value
+
+
+def _literal_problems(value, shape, path: str = "") -> list[str]:
+    """max length and pattern of literal strings (ParamValidator checks neither)."""
+    problems: list[str] = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for key, item in value.items():
+            if key in shape.members:
+                problems += _literal_problems(item, shape.members[key], f"{path}.{key}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += _literal_problems(item, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            problems += _literal_problems(item, shape.value, f"{path}[{key}]")
+    elif shape.type_name == "string" and isinstance(value, _Literal):
+        meta = shape.metadata
+        if "max" in meta and len(value) > meta["max"]:
+            problems.append(f"{path}: {len(value)} characters > {meta['max']}")
+        if "pattern" in meta and not re.fullmatch(meta["pattern"], value, flags=re.DOTALL):
+            problems.append(f"{path}: {value!r} does not match {meta['pattern']!r}")
+        if shape.enum and value not in shape.enum:
+            problems.append(f"{path}: {value!r} not in {shape.enum}")
+    return problems
+
+
+def _validation_errors(service: str, operation: str, params: dict) -> list[str]:
+    from botocore.validate import ParamValidator
+
+    shape = _service_model(service).operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    errors = [report.generate_report()] if report.has_errors() else []
+    return errors + _literal_problems(params, shape)
+
+
+def _step_requests(definition: dict) -> list[tuple[str, str, str, dict]]:
+    """(step name, service, operation, request) for every step that calls an AWS API."""
+    steps = _steps(definition)
+    types = {name: step["Type"] for name, step in steps.items()}
+    requests = []
+    for name, step in steps.items():
+        if step["Type"] in _STEP_REQUESTS:
+            service, operation, extra = _STEP_REQUESTS[step["Type"]]
+            request = {**_resolve(step["Arguments"], definition, types), **extra}
+            requests.append((name, service, operation, request))
+        elif step["Type"] == "Lambda":
+            payload = _resolve(step["Arguments"], definition, types)
+            request = {"FunctionName": step["FunctionArn"], "Payload": json.dumps(payload).encode()}
+            requests.append((name, "lambda", "Invoke", request))
+    return requests
+
+
+def test_every_step_request_validates_against_botocore_shapes(definition):
+    requests = _step_requests(definition)
+    assert {(n, op) for n, _, op, _ in requests} == {
+        ("AggregateFeatures", "CreateProcessingJob"),
+        ("TrainModel", "CreateTrainingJob"),
+        ("EvaluateModel", "CreateProcessingJob"),
+        ("RegisterModel", "CreateModelPackage"),
+        ("DeployModel", "Invoke"),
+    }
+    for name, service, operation, request in requests:
+        errors = _validation_errors(service, operation, request)
+        assert errors == [], f"{name} ({operation}): {errors}"
+
+
+def test_shape_validation_catches_wrong_types_and_missing_members(definition):
+    """The check above can fail: typed placeholders make an Integer parameter in a string list an error."""
+    requests = {n: r for n, _, _, r in _step_requests(definition)}
+    aggregate = json.loads(json.dumps(requests["AggregateFeatures"]))
+    aggregate["AppSpecification"]["ContainerArguments"].append(7)  # what a bare ParameterInteger gives
+    assert _validation_errors("sagemaker", "CreateProcessingJob", aggregate)
+    train = json.loads(json.dumps(requests["TrainModel"]))
+    del train["AlgorithmSpecification"]["TrainingInputMode"]
+    assert any("TrainingInputMode" in e for e in _validation_errors("sagemaker", "CreateTrainingJob", train))
+    register = dict(requests["RegisterModel"], ModelApprovalStatus=_Literal("Aproved"))
+    assert any("Aproved" in e for e in _validation_errors("sagemaker", "CreateModelPackage", register))
+    aggregate = dict(requests["AggregateFeatures"], RoleArn=_Literal("my-role"))  # literal: pattern checked
+    assert any("RoleArn" in e for e in _validation_errors("sagemaker", "CreateProcessingJob", aggregate))
+    with pytest.raises(AssertionError, match="no member"):
+        _property_type("Training", "ModelArtifacts.S3ModelArtifact")
+
+
+def test_lambda_step_payload_is_what_deploy_model_accepts(definition):
+    from lambdas.deploy_model.handler import DeployConfig, parse_event
+
+    ((_, _, _, request),) = [r for r in _step_requests(definition) if r[0] == "DeployModel"]
+    config = DeployConfig(endpoint_name="env-endpoint", model_package_group_name="g", execution_role_arn=ROLE)
+    parsed = parse_event(json.loads(request["Payload"]), config)
+    assert parsed.source == "pipeline" and parsed.endpoint_name == "placeholder"
+
+
+def test_quality_gate_paths_resolve_in_a_real_evaluation_json(definition):
+    """Both JsonGet paths of the gate point at numbers in what processing/evaluate.py writes."""
+    import numpy as np
+
+    from processing.evaluate import compute_metrics
+
+    document = {
+        "binary_classification_metrics": compute_metrics(np.array([0, 0, 1, 1]), [0.1, 0.7, 0.4, 0.9])
+    }
+    step = _steps(definition)["CheckPrAuc"]["Arguments"]
+    paths = {c["LeftValue"]["Std:JsonGet"]["Path"]: c for c in step["Conditions"]}
+    assert set(paths) == {d.PR_AUC_JSON_PATH, d.RECALL_JSON_PATH}
+    for path in paths:
+        value = document
+        for key in path.split("."):
+            value = value[key]
+        assert isinstance(value, float), (path, value)
+    assert (
+        paths[d.RECALL_JSON_PATH]["Type"] == "GreaterThan" and paths[d.RECALL_JSON_PATH]["RightValue"] == 0.0
+    )
+    assert paths[d.PR_AUC_JSON_PATH]["Type"] == "GreaterThanOrEqualTo"
+    assert paths[d.PR_AUC_JSON_PATH]["RightValue"] == _get("MinPrAuc")
