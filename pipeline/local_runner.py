@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from features import spec
+from pipeline.local.signals import Terminated, describe, exit_code, terminate_as_exception
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
 from processing.simulate import FULL_ROWS
@@ -40,6 +37,15 @@ DEPLOYED_FILE = "deployed.json"
 
 class StepFailed(RuntimeError):
     """A step failed for a reason the user can act on (printed as one line, exit 1)."""
+
+
+class StepInterrupted(BaseException):
+    """Ctrl-C or SIGTERM during a step (after the step's own clean-up ran)."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(step)
+        self.step = step
+        self.cause = cause
 
 
 @dataclass
@@ -73,91 +79,134 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-# --- Local endpoint lifecycle -------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    """True when `pid` runs our endpoint server (a recycled PID of another program does not count)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return not cmdline.exists() or b"training.serve" in cmdline.read_bytes()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+# --- Local endpoint lifecycle (pipeline/local/endpoint.py) ----------------------
 def read_deployment(work_dir: Path) -> dict[str, Any] | None:
     """The deployment record of a previous `local` run, or None."""
-    path = work_dir / "endpoint" / DEPLOYED_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    from pipeline.local import endpoint
+
+    return endpoint.read_deployment(work_dir)
 
 
-def stop_endpoint(work_dir: Path) -> bool:
-    """Stop the local endpoint server started by `deploy` (True when one was running)."""
-    record = read_deployment(work_dir)
-    pid = (record or {}).get("pid")
-    if not pid or not _pid_alive(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not _pid_alive(pid):
-            break
-        time.sleep(0.05)
-    return True
+def stop_endpoint(work_dir: Path) -> int:
+    """Stop every local endpoint server of the work dir (the deployed one and any leftover)."""
+    from pipeline.local import endpoint
+
+    return endpoint.stop(work_dir)
 
 
 def deploy_local(work_dir: Path, model_data: Path, version: int, port: int) -> dict[str, Any]:
-    """Start (or restart on the new model) the local endpoint; record it in endpoint/deployed.json."""
-    from training.endpoint_client import wait_until_ready
+    """Atomic deploy (new server, identity check, record, old server stopped); StepFailed on failure."""
+    from pipeline.local import endpoint
 
-    endpoint_dir = work_dir / "endpoint"
-    endpoint_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_deployment(work_dir)
-    if previous and previous.get("pid") and _pid_alive(previous["pid"]):
-        port = port or int(previous.get("port") or 0)
-        stop_endpoint(work_dir)
-    port = port or _free_port()
-    with open(endpoint_dir / "server.log", "ab") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-m", "training.serve", "--model", str(model_data), "--port", str(port)],
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives this run, like a deployed endpoint
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(url, timeout=60)
-    except Exception as exc:  # the log says why (port taken, bad model, ...)
-        process.terminate()
-        raise StepFailed(
-            f"local endpoint did not start on port {port}: {exc} (see {endpoint_dir / 'server.log'})"
-        ) from exc
-    record = {
-        "endpoint_name": spec.ENDPOINT_NAME,
-        "model_data": str(model_data.resolve()),
-        "version": version,
-        "url": url,
-        "port": port,
-        "pid": process.pid,
-        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (endpoint_dir / DEPLOYED_FILE).write_text(json.dumps(record, indent=2))
-    return record
+        return endpoint.deploy(work_dir, model_data, version, port)
+    except endpoint.DeployError as exc:
+        raise StepFailed(f"local endpoint not deployed: {exc}") from None
+
+
+# --- Input checks -------------------------------------------------------------
+_COLUMN_KINDS: dict[str, tuple[str, ...]] = {
+    "tid": ("string", "integer"),
+    "datetime": ("string", "timestamp", "date"),
+    spec.CARD_ID: ("integer", "string"),
+    spec.AMOUNT: ("integer", "floating", "decimal", "string"),
+    spec.LABEL: ("integer", "floating", "boolean", "string"),
+}
+
+
+def _arrow_kind(t: Any) -> str:
+    import pyarrow as pa
+
+    checks = (
+        ("integer", pa.types.is_integer),
+        ("floating", pa.types.is_floating),
+        ("decimal", pa.types.is_decimal),
+        ("boolean", pa.types.is_boolean),
+        ("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)),
+        ("timestamp", pa.types.is_timestamp),
+        ("date", pa.types.is_date),
+    )
+    for kind, test in checks:
+        if test(t):
+            return kind
+    return str(t)
+
+
+def check_parquet_columns(path: Path) -> None:
+    """Refuse a Parquet input whose required columns are nested or binary, before Spark starts
+    (Spark would fail deep inside the job with a 40-line AnalysisException). CSV is all text."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    is_parquet = path.suffix == ".parquet" or (
+        path.is_dir() and any(p.suffix == ".parquet" for p in path.rglob("*.parquet"))
+    )
+    if not is_parquet:
+        return
+    try:
+        schema = ds.dataset(path, format="parquet").schema
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise StepFailed(f"--transactions {path}: not readable as Parquet: {_one_line(exc, 200)}") from None
+    for name, kinds in _COLUMN_KINDS.items():
+        if name not in schema.names:
+            continue  # the Spark job names missing columns itself
+        kind = _arrow_kind(schema.field(name).type)
+        if kind not in kinds:
+            raise StepFailed(
+                f"--transactions {path}: column {name!r} has type {schema.field(name).type}, "
+                f"expected {' or '.join(kinds)}"
+            )
+
+
+def _spark_reason(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
+    return _one_line(Exception(causes[-1] if causes else lines[0] if lines else type(exc).__name__), 300)
 
 
 # --- The steps ----------------------------------------------------------------
+def check_quality_gate(metrics: dict[str, Any], test_positives: int | None, min_pr_auc: float) -> str:
+    """The local quality gate on evaluation.json's `binary_classification_metrics`; StepFailed if not met.
+
+    Two conditions, because pr_auc alone can pass a model that decides nothing:
+    - `pr_auc >= min_pr_auc`: ranking quality over all thresholds;
+    - `recall > 0` at the decision threshold (spec.DECISION_THRESHOLD, the `threshold` metric):
+      serving flags a transaction only when its score reaches that threshold, so a model whose
+      scores never reach it flags no fraud at all, however well it ranks (seen: validation
+      without fraud, early stopping kept round 0, test pr_auc 0.754 with recall 0).
+    Without fraud in the test split neither can be measured; the gate says so instead of
+    reporting a stand-in pr_auc of 0.0. The pipeline's condition step reads the same keys
+    (`pr_auc`, `recall`) of the same file.
+    """
+    threshold = (metrics.get("threshold") or {}).get("value", spec.DECISION_THRESHOLD)
+    if test_positives == 0:
+        raise StepFailed(
+            "quality gate: no fraud in the test split, so the model cannot be measured: "
+            "use more data (more rows or days) or another --seed"
+        )
+    pr_auc = (metrics.get("pr_auc") or {}).get("value")
+    recall = (metrics.get("recall") or {}).get("value")
+    if pr_auc is None:
+        raise StepFailed("quality gate: test pr_auc is undefined: use more data")
+    if pr_auc < min_pr_auc:
+        raise StepFailed(f"quality gate: test pr_auc {pr_auc:.4f} is under --min-pr-auc {min_pr_auc}")
+    if not recall:
+        raise StepFailed(
+            f"quality gate: recall 0 at the decision threshold {threshold}: the model flags no fraud "
+            f"of the test split (pr_auc {pr_auc:.4f} ranks, but no score reaches the threshold)"
+        )
+    return f"pr_auc {pr_auc:.4f} >= {min_pr_auc}, recall {recall:.4f} > 0 at threshold {threshold}"
+
+
 def _timed(report: RunReport, index: int, total: int, name: str, step: Callable[[], str]) -> None:
     _log(f"[{index}/{total}] {name} ...")
     start = time.perf_counter()
     try:
         detail = step()
     except (ValueError, LookupError, OSError) as exc:  # bad input or data: the step's own message says what
-        raise StepFailed(f"{name}: {exc}") from exc
+        raise StepFailed(f"{name}: {_one_line(exc)}") from exc
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise StepInterrupted(name, exc) from None
     seconds = time.perf_counter() - start
     report.steps.append(StepResult(name, seconds, detail))
     _log(f"[{index}/{total}] {name} done in {seconds:.1f}s: {detail}")
@@ -180,6 +229,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
             path = Path(args.transactions)
             if not path.exists():
                 raise StepFailed(f"--transactions {path}: no such file or directory")
+            check_parquet_columns(path)
             state["transactions"] = path
             return f"using {path}"
         from processing.simulate import simulate, write_transactions
@@ -205,7 +255,13 @@ def run_local(args: argparse.Namespace) -> RunReport:
         ]  # fmt: skip
         if args.snapshot_date:
             argv += ["--snapshot-date", args.snapshot_date]
-        summary = aggregate.main(argv)
+        try:
+            summary = aggregate.main(argv)
+        except Exception as exc:
+            # Spark's own errors (AnalysisException, Py4JJavaError, ...) on the user's data: one line.
+            if type(exc).__module__.split(".")[0] not in ("pyspark", "py4j"):
+                raise
+            raise StepFailed(f"aggregate+ingest: Spark failed on the input: {_spark_reason(exc)}") from None
         state["aggregate"] = summary
         rows = summary["rows_out"]
         empty = [split for split in ("train", "validation", "test") if not rows.get(split)]
@@ -241,16 +297,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
         return f"{shown} at threshold {m.get('threshold')}"
 
     def quality_gate() -> str:
-        pr_auc = state["metrics"]["pr_auc"]["value"]
-        if pr_auc is None:
-            raise StepFailed(
-                "quality gate: test pr_auc is undefined (the test split holds no fraud): use more data"
-            )
-        if pr_auc < args.min_pr_auc:
-            raise StepFailed(
-                f"quality gate: test pr_auc {pr_auc:.4f} is under --min-pr-auc {args.min_pr_auc}"
-            )
-        return f"pr_auc {pr_auc:.4f} >= {args.min_pr_auc}"
+        return check_quality_gate(state["metrics"], state["test_positives"], args.min_pr_auc)
 
     def register() -> str:
         from pipeline.local.registry import LocalModelRegistry
@@ -328,12 +375,29 @@ def run_local(args: argparse.Namespace) -> RunReport:
     return report
 
 
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def cmd_local(args: argparse.Namespace) -> int:
+    """Exit 0, 1 (a step failed: one line), 130 (Ctrl-C) or 143 (SIGTERM); see docs/reliability.md."""
     try:
-        report = run_local(args)
+        with terminate_as_exception():
+            report = run_local(args)
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except StepInterrupted as exc:
+        print(
+            f"error: {describe(exc.cause)} during step {exc.step}; nothing half-done is kept running: "
+            "rerun the same command to start over",
+            file=sys.stderr,
+        )
+        return exit_code(exc.cause)
+    except (KeyboardInterrupt, Terminated) as exc:  # between steps
+        print(f"error: {describe(exc)}; rerun the same command to start over", file=sys.stderr)
+        return exit_code(exc)
     _log("\n" + report.table())
     if report.replay_summary:
         from streaming.replay import format_summary
@@ -366,11 +430,21 @@ def approve_local(args: argparse.Namespace) -> int:
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
     """`endpoint --work-dir DIR [--stop | --deploy-latest]`: inspect or manage the local endpoint."""
+    try:
+        with terminate_as_exception():
+            return _endpoint_command(args)
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"error: {describe(exc)}; the previous deployment (if any) keeps serving", file=sys.stderr)
+        return exit_code(exc)
+
+
+def _endpoint_command(args: argparse.Namespace) -> int:
     from pipeline.local.registry import LocalModelRegistry
 
     work_dir = Path(args.work_dir)
     if args.stop:
-        print("stopped" if stop_endpoint(work_dir) else "no local endpoint running")
+        n = stop_endpoint(work_dir)
+        print(f"stopped {n} local endpoint server(s)" if n else "no local endpoint running")
         return 0
     if args.deploy_latest:
         approved = LocalModelRegistry(work_dir / "registry").latest_approved(spec.MODEL_PACKAGE_GROUP)
@@ -384,9 +458,9 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             return 1
         print(f"version {approved.version} serving at {record['url']}")
         return 0
-    record = read_deployment(work_dir)
-    running = bool(record and record.get("pid") and _pid_alive(record["pid"]))
-    print(json.dumps({**(record or {}), "running": running}, indent=2))
+    from pipeline.local import endpoint
+
+    print(json.dumps(endpoint.status(work_dir), indent=2))
     return 0
 
 
@@ -432,7 +506,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--endpoint-port",
         type=int,
         default=0,
-        help="local endpoint port (default: the previous one, else a free one)",
+        help="local endpoint port (default: a free one, new at each deploy; the URL is in endpoint/deployed.json)",
     )
     local.set_defaults(handler=cmd_local)
 

@@ -153,7 +153,18 @@ BAD_REQUESTS = [
     ("text/csv", b"1,2,3,4\n1,2,3,4,5\n", 400, "row 2 has 5 columns"),
     ("text/csv", b"amount,amt_ratio1,amt_ratio2,count_ratio\n", 400, "non-numeric"),
     ("text/csv", b"1,2,x,4", 400, "non-numeric"),
-    ("text/csv", b"1,2,inf,4", 400, "infinite"),
+    ("text/csv", b"1,2,inf,4", 400, "non-finite value 'inf'"),
+    # Issue 9: nan is refused as the docs say (an empty field is the missing value), and numbers
+    # beyond a double or JSON nested 100k deep are the client's error (400), not the server's (500).
+    ("text/csv", b"1,2,nan,4", 400, "non-finite value 'nan'"),
+    ("text/csv", b"1,,NaN,4", 400, "non-finite value 'NaN'"),
+    ("text/csv", b"1,2," + b"9" * 5000 + b",4", 400, "non-finite value"),
+    ("application/json", b'{"instances": [[1, 2, NaN, 4]]}', 400, "non-finite JSON literal NaN"),
+    ("application/json", b'{"instances": [[1, 2, Infinity, 4]]}', 400, "non-finite JSON literal"),
+    ("application/json", b'{"instances": [[1, 2, ' + b"9" * 5000 + b", 4]]}", 400, "malformed JSON"),
+    ("application/json", b'{"instances": [[1, 2, ' + b"9" * 400 + b", 4]]}", 400, "beyond a double"),
+    ("application/json", b'{"instances": [[1, 2, 1e999, 4]]}', 400, "beyond a double"),
+    ("application/json", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     ("text/csv", b"", 400, "empty body"),
     ("text/csv", b"\n\n", 400, "empty CSV body"),
     ("text/csv", b"\xff\xfe", 400, "UTF-8"),
@@ -342,3 +353,65 @@ def test_cli_starts_serves_and_stops_on_sigterm(models, tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "model not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _start_cli(model: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.serve", "--model", str(model), "--port", "0",
+         "--ready-file", str(ready), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None:
+            break
+        threading.Event().wait(0.05)
+    return proc, ready.read_text().strip()
+
+
+def test_sigterm_drains_requests_in_flight(models, tmp_path: Path) -> None:
+    """Issue 9: SIGTERM used to cut in-flight requests; now they finish, then the server exits 0."""
+    proc, url = _start_cli(models["a"], tmp_path, "--drain-seconds", "10")
+    try:
+        wait_until_ready(url, timeout=10, process=proc)
+        host, port = url.removeprefix("http://").split(":")
+        body = b"1.5,2.0,0.5,1.0\n" * 50
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", "text/csv")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:100])  # the request is in flight: headers and part of the body
+        threading.Event().wait(0.3)
+        proc.send_signal(signal.SIGTERM)
+        threading.Event().wait(0.5)
+        assert proc.poll() is None  # still draining
+        conn.send(body[100:])
+        resp = conn.getresponse()
+        assert resp.status == 200 and len(parse_scores(resp.read())) == 50
+        assert resp.getheader("Connection") == "close"
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out and "cut" not in out
+    assert not ping(url)  # the port is released
+
+
+def test_info_names_the_server_and_its_model_version(models, tmp_path: Path) -> None:
+    srv = LocalEndpointServer(models["a"], model_version="7", instance_id="abc", owner="/x").start()
+    try:
+        _, status, body, _ = _raw(srv, "GET", "/info")
+        info = json.loads(body)
+        assert status == 200
+        assert (info["model_version"], info["instance_id"], info["owner"]) == ("7", "abc", "/x")
+        assert info["pid"] > 0 and info["model"] == str(models["a"]) and info["url"] == srv.url
+        # The missing value is an empty CSV field (or JSON null), still scored.
+        _, status, _, _ = _raw(srv, "POST", "/invocations", b"1,,2,4", {"Content-Type": "text/csv"})
+        assert status == 200
+        _, status, _, _ = _raw(
+            srv, "POST", "/invocations", b"[[1, null, 2, 4]]", {"Content-Type": "application/json"}
+        )
+        assert status == 200
+    finally:
+        srv.stop()

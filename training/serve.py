@@ -17,12 +17,21 @@ Response (Accept; absent or `*/*` means "like the request"):
 - `application/json`: `{"predictions": [{"score": s}, ...]}`.
 
 Errors never stop the server: empty body, wrong column count, non-numeric or non-finite
-values, malformed JSON -> 400; unsupported Content-Type -> 415; unsupported Accept -> 406;
-body over 6 MiB (the SageMaker real-time payload limit) -> 413; no model -> 503. Error bodies
-are one line of text saying why.
+values (`nan`, `inf`, `Infinity`, a number beyond a double such as a 5,000-digit integer; an
+*empty* CSV field or a JSON `null` is a missing value, which XGBoost handles), malformed or
+over-nested JSON -> 400; unsupported Content-Type -> 415; unsupported Accept -> 406; body over
+6 MiB (the SageMaker real-time payload limit) -> 413; no model -> 503. Error bodies are one line
+of text saying why.
 
-`POST /admin/reload` with `{"model": PATH}` hot-swaps the model. It is a local convenience, not
-part of the SageMaker protocol (`LocalEndpointServer(..., admin=False)` / `--no-admin` turns it off).
+Local conveniences, not part of the SageMaker protocol:
+- `GET /info` -> `{"pid", "instance_id", "owner", "model", "model_version", "url", "started_at"}`: who is
+  answering. The local deployment (pipeline/local/endpoint.py) checks that *its* server (this
+  PID, this instance id, this model version) holds the port before it switches traffic to it.
+- `POST /admin/reload` with `{"model": PATH, "model_version": N}` hot-swaps the model
+  (`LocalEndpointServer(..., admin=False)` / `--no-admin` turns it off).
+
+SIGTERM/SIGINT drain: the server stops accepting, lets requests already being read or scored
+finish (up to `--drain-seconds`, default 30) with `Connection: close`, then exits 0.
 
     python -m training.serve --model work/model.tar.gz --port 8080
 """
@@ -34,6 +43,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -58,6 +68,8 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """SageMaker real-time InvokeEndpoint payload limit."""
 _MAX_DRAIN_BYTES = 8 * MAX_PAYLOAD_BYTES
 IDLE_TIMEOUT_SECONDS = 60.0
+DRAIN_SECONDS = 30.0
+"""How long a stopping server waits for requests in flight (SageMaker gives a container 30 s)."""
 CSV = "text/csv"
 JSON = "application/json"
 
@@ -74,8 +86,9 @@ class RequestError(Exception):
 class LoadedModel:
     """An immutable (booster, metadata) pair; a hot swap replaces the whole object."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, version: str | None = None) -> None:
         self.path = str(path)
+        self.version = version
         self.booster = load_booster(path, nthread=1)
         self.n_features = self.booster.num_features()
         names = self.booster.feature_names
@@ -110,13 +123,24 @@ def parse_csv(body: bytes, n_features: int) -> np.ndarray:
                 "no header, no label",
             )
     tokens = ",".join(lines).split(",")
+    missing: np.ndarray | None = None
     try:
         values = np.array(tokens, dtype=np.float64)  # fast path: every field is a number
     except ValueError:
+        stripped = [t.strip() for t in tokens]
+        missing = np.array([not t for t in stripped])
         try:
-            values = np.array([t.strip() or "nan" for t in tokens], dtype=np.float64)
+            values = np.array([t or "nan" for t in stripped], dtype=np.float64)
         except ValueError as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"non-numeric CSV value: {exc}") from None
+    bad = ~np.isfinite(values) if missing is None else ~(np.isfinite(values) | missing)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"CSV row {i // n_features + 1}: non-finite value {tokens[i].strip()[:40]!r} "
+            "(nan, inf or beyond a double); leave the field empty for a missing value",
+        )
     return values.reshape(len(lines), n_features)
 
 
@@ -135,11 +159,27 @@ def _row_from(item: Any, names: list[str], where: str) -> list[Any]:
     )
 
 
+def _no_constants(name: str) -> Any:
+    raise RequestError(
+        HTTPStatus.BAD_REQUEST, f"non-finite JSON literal {name}: use null for a missing value"
+    )
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constants)
+"""Strict decoder: NaN/Infinity literals are refused (they are not JSON)."""
+
+
 def parse_json(body: bytes, names: list[str]) -> np.ndarray:
     """Rows of a JSON body in one of the shapes the module doc lists."""
     try:
-        doc = json.loads(body)
+        doc = _JSON.decode(body.decode("utf-8"))
+    except RequestError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer literal over Python's 4,300-digit conversion limit
         raise RequestError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {exc}") from None
     if isinstance(doc, dict) and "instances" in doc:
         items = doc["instances"]
@@ -168,7 +208,14 @@ def parse_json(body: bytes, names: list[str]) -> np.ndarray:
         for value in row:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"row {i}: non-numeric value {value!r}")
-    return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    try:
+        values = np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    except OverflowError:  # an integer beyond a double
+        raise RequestError(HTTPStatus.BAD_REQUEST, "non-finite value: a number beyond a double") from None
+    given = np.array([[v is not None for v in row] for row in rows], dtype=bool)
+    if (given & ~np.isfinite(values)).any():
+        raise RequestError(HTTPStatus.BAD_REQUEST, "non-finite value: a number beyond a double")
+    return values
 
 
 def format_scores(scores: np.ndarray, accept: str) -> tuple[bytes, str]:
@@ -189,7 +236,25 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # per-request access logs would drown the output
         log.debug("%s " + format, self.address_string(), *args)
 
+    def parse_request(self) -> bool:
+        # A request line has arrived: from here until its response is written the request is in
+        # flight, and a draining server waits for it (an idle keep-alive connection is not).
+        self.server.request_started()
+        self._in_flight = True
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        self._in_flight = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._in_flight:
+                self._in_flight = False
+                self.server.request_finished()
+
     def _send(self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        if self.server.draining.is_set():
+            self.close_connection = True  # the client opens its next request elsewhere
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -238,6 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.SERVICE_UNAVAILABLE, "no model loaded")
             else:
                 self._send(HTTPStatus.OK, b"")
+        elif self.path == "/info":
+            self._send(HTTPStatus.OK, json.dumps(self.server.owner.info()).encode(), JSON)
         else:
             self._error(HTTPStatus.NOT_FOUND, f"unknown path {self.path}: use GET /ping or POST /invocations")
 
@@ -281,23 +348,22 @@ class _Handler(BaseHTTPRequestHandler):
             if content_type == CSV
             else parse_json(body, model.feature_names)
         )
-        if np.isinf(rows).any():
-            raise RequestError(HTTPStatus.BAD_REQUEST, "infinite feature values are not allowed")
         scores = model.predict(rows)
         return format_scores(scores, accept)
 
     def _reload(self, body: bytes) -> None:
         try:
-            path = json.loads(body or b"{}").get("model")
-        except (json.JSONDecodeError, AttributeError):
-            path = None
+            doc = json.loads(body or b"{}")
+            path, version = doc.get("model"), doc.get("model_version")
+        except (ValueError, AttributeError):
+            path = version = None
         if not path:
             raise RequestError(HTTPStatus.BAD_REQUEST, 'reload body must be {"model": PATH}')
         try:
-            self.server.owner.load_model(path)
+            self.server.owner.load_model(path, None if version is None else str(version))
         except ArtifactError as exc:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"model not reloaded: {exc}") from None
-        self._send(HTTPStatus.OK, json.dumps({"model": str(path)}).encode(), JSON)
+        self._send(HTTPStatus.OK, json.dumps(self.server.owner.info()).encode(), JSON)
 
 
 class _Server(ThreadingHTTPServer):
@@ -311,7 +377,26 @@ class _Server(ThreadingHTTPServer):
         self.model: LoadedModel | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._conn_lock)
+        self.draining = threading.Event()
         super().__init__(address, _Handler)
+
+    def request_started(self) -> None:
+        with self._conn_lock:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._conn_lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait until no request is in flight (or `timeout` s); return how many still are."""
+        with self._conn_lock:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+            return self._in_flight
 
     def process_request(self, request, client_address):  # type: ignore[override]
         with self._conn_lock:
@@ -337,12 +422,23 @@ class LocalEndpointServer:
     """The endpoint in a background thread: `start()`, `url`, `load_model(path)` (hot swap), `stop()`."""
 
     def __init__(
-        self, model_path: str | Path | None, host: str = "127.0.0.1", port: int = 0, *, admin: bool = True
+        self,
+        model_path: str | Path | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        admin: bool = True,
+        model_version: str | None = None,
+        instance_id: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self._server = _Server((host, port), self, admin)
         self._thread: threading.Thread | None = None
+        self.instance_id = instance_id
+        self.owner = owner
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if model_path is not None:
-            self.load_model(model_path)
+            self.load_model(model_path, model_version)
 
     @property
     def host(self) -> str:
@@ -361,11 +457,27 @@ class LocalEndpointServer:
     def model_path(self) -> str | None:
         return self._server.model.path if self._server.model else None
 
-    def load_model(self, path: str | Path) -> None:
+    @property
+    def model_version(self) -> str | None:
+        return self._server.model.version if self._server.model else None
+
+    def info(self) -> dict[str, Any]:
+        """Who answers on this port: what `GET /info` returns."""
+        return {
+            "pid": os.getpid(),
+            "instance_id": self.instance_id,
+            "owner": self.owner,
+            "model": self.model_path,
+            "model_version": self.model_version,
+            "url": self.url,
+            "started_at": self.started_at,
+        }
+
+    def load_model(self, path: str | Path, version: str | None = None) -> None:
         """Load `path` and swap it in; the old model keeps serving if loading fails (ArtifactError)."""
-        model = LoadedModel(path)
+        model = LoadedModel(path, version)
         self._server.model = model
-        log.info("model loaded: %s (%d features)", model.path, model.n_features)
+        log.info("model loaded: %s (version %s, %d features)", model.path, version, model.n_features)
 
     def start(self) -> LocalEndpointServer:
         if self._thread is None:
@@ -381,14 +493,19 @@ class LocalEndpointServer:
     def serve_forever(self) -> None:
         self._server.serve_forever()
 
-    def stop(self) -> None:
-        """Stop accepting, close keep-alive connections, release the port."""
+    def stop(self, drain_seconds: float = 0.0) -> int:
+        """Stop accepting, let requests in flight finish (up to `drain_seconds`), close keep-alive
+        connections, release the port. Returns how many requests were still in flight (cut)."""
+        self._server.draining.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=10)
             self._thread = None
+        self._server.socket.close()  # refuse new connections at once (clients retry elsewhere)
+        cut = self._server.wait_idle(drain_seconds) if drain_seconds > 0 else 0
         self._server.close_connections()
         self._server.server_close()
+        return cut
 
     def __enter__(self) -> LocalEndpointServer:
         return self.start()
@@ -404,6 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (see --ready-file)")
     parser.add_argument("--ready-file", help="write the base URL here once the server accepts requests")
     parser.add_argument("--no-admin", action="store_true", help="disable POST /admin/reload")
+    parser.add_argument("--model-version", help="reported by GET /info (the registry version)")
+    parser.add_argument("--instance-id", help="reported by GET /info (who started this server)")
+    parser.add_argument(
+        "--owner", help="reported by GET /info: the deployment directory that manages this server"
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DRAIN_SECONDS,
+        help="on SIGTERM, wait this long for requests in flight (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -412,7 +540,15 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        server = LocalEndpointServer(args.model, args.host, args.port, admin=not args.no_admin)
+        server = LocalEndpointServer(
+            args.model,
+            args.host,
+            args.port,
+            admin=not args.no_admin,
+            model_version=args.model_version,
+            instance_id=args.instance_id,
+            owner=args.owner,
+        )
     except ArtifactError as exc:
         print(f"serve: error: {exc}", file=sys.stderr)
         return 2
@@ -430,14 +566,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     server.start()
-    log.info("listening on %s (model %s)", server.url, server.model_path)
+    log.info(
+        "listening on %s (model %s, version %s, pid %d)",
+        server.url,
+        server.model_path,
+        server.model_version,
+        os.getpid(),
+    )
     if args.ready_file:
         tmp = Path(args.ready_file).with_suffix(".tmp")
         tmp.write_text(server.url + "\n")
         tmp.replace(args.ready_file)
     while not stopping.wait(0.5):
         pass
-    server.stop()
+    cut = server.stop(drain_seconds=args.drain_seconds)
+    if cut:
+        log.warning("%d request(s) still in flight after %.0f s were cut", cut, args.drain_seconds)
     log.info("stopped")
     return 0
 
