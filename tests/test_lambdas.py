@@ -780,3 +780,144 @@ def test_record_flagged_by_flink_is_rejected_with_the_reason(raw: str, reason: s
     message = str(excinfo.value)
     assert message.startswith("rejected by the streaming job: ") and reason in message
     assert "missing field" not in message
+
+
+# --- issue 9: one record never blocks the shard; one decision per event ------------------------
+class RefusingRuntime(FakeRuntime):
+    """Refuses (as SageMaker reports a container 400) any request holding a row with amount 666."""
+
+    def invoke_endpoint(self, *, EndpointName, Body, ContentType, Accept=None):
+        text = Body.decode()
+        if any(line.split(",")[0] == "666.0" for line in text.splitlines()):
+            self.calls.append((EndpointName, text, ContentType))
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {
+                    "Error": {"Code": "ModelError", "Message": "Received client error (400) from primary"},
+                    "ResponseMetadata": {"HTTPStatusCode": 424},
+                    "OriginalStatusCode": 400,
+                    "OriginalMessage": "row refused by the model",
+                },
+                "InvokeEndpoint",
+            )
+        return super().invoke_endpoint(EndpointName=EndpointName, Body=Body, ContentType=ContentType)
+
+
+def test_a_row_the_endpoint_refuses_is_isolated_and_the_rest_decided(store):
+    runtime, kin, sqs = RefusingRuntime(), FakeKinesis(), FakeSqs()
+    events = [enriched(f"t{i}", 1, 666.0 if i == 37 else float(i + 1), 1.6e9 + i) for i in range(100)]
+    resp = score.process_batch(
+        common.kinesis_event(events),
+        featurestore=store,
+        runtime=runtime,
+        kinesis=kin,
+        sqs=sqs,
+        config=score_cfg(),
+        policy=NO_SLEEP,
+    )
+    assert resp == {"batchItemFailures": []}  # nothing retried: the shard moves on
+    assert sorted(d["tid"] for d in kin.decisions()) == sorted(f"t{i}" for i in range(100) if i != 37)
+    assert [(m["stage"], json.loads(m["data"])["tid"]) for m in sqs.messages] == [("score", "t37")]
+    assert sqs.messages[0]["reason"] == "endpoint refused the record: row refused by the model"
+    assert len(runtime.calls) <= 2 + 2 * 7  # bisection: about 2 log2(100) calls, not one per row
+
+
+def test_refusal_is_read_from_the_boto3_modeled_error():
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    stub = Stubber(client)
+    stub.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": "bad row"},
+    )
+    stub.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": 500, "OriginalMessage": "oom"},
+    )
+    with stub:
+        for expected in ("bad row", None):
+            with pytest.raises(client.exceptions.ModelError) as info:
+                client.invoke_endpoint(EndpointName="e", Body=b"1")
+            assert score.refused_by_model(info.value) == expected
+
+
+def test_non_finite_model_input_is_rejected_before_the_endpoint_call(store, tmp_path):
+    """amount 1.7e308 over a tiny weekly average makes amt_ratio2 infinite: that record goes to the
+    failure queue with the reason, the real endpoint never sees it, the rest of the batch is decided."""
+    import numpy as np
+    import xgboost as xgb
+
+    from training.endpoint_client import LocalSageMakerRuntime
+    from training.model_artifact import write_model_archive
+    from training.serve import LocalEndpointServer
+
+    fg = spec.BATCH_FEATURE_GROUP
+    store.put_record(
+        FeatureGroupName=fg.name,
+        Record=[
+            {"FeatureName": spec.CARD_ID, "ValueAsString": "5"},
+            {"FeatureName": L.count_name, "ValueAsString": "1"},
+            {"FeatureName": L.avg_name, "ValueAsString": "1e-300"},
+            {"FeatureName": fg.event_time, "ValueAsString": "1580515200.0"},
+        ],
+    )
+    x = np.random.default_rng(0).uniform(0, 5, (200, len(spec.MODEL_FEATURES)))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=x[:, 2] > 2.5), 3)
+    server = LocalEndpointServer(write_model_archive(booster, tmp_path / "m.tar.gz")).start()
+    kin, sqs = FakeKinesis(), FakeSqs()
+    try:
+        events = [enriched("ok1", 1, 10.0, 1.6e9), enriched("huge", 5, 1.7e308, 1.6e9 + 1, avg=1.0)]
+        events.append(enriched("ok2", 2, 20.0, 1.6e9 + 2))
+        resp = score.process_batch(
+            common.kinesis_event(events),
+            featurestore=store,
+            runtime=LocalSageMakerRuntime(server.url),
+            kinesis=kin,
+            sqs=sqs,
+            config=score_cfg(),
+            policy=NO_SLEEP,
+        )
+    finally:
+        server.stop()
+    assert resp == {"batchItemFailures": []}
+    assert sorted(d["tid"] for d in kin.decisions()) == ["ok1", "ok2"]
+    assert [json.loads(m["data"])["tid"] for m in sqs.messages] == ["huge"]
+    assert sqs.messages[0]["reason"].startswith("non-finite model input (amt_ratio2=inf")
+
+
+def test_decisions_carry_a_deterministic_id_and_consumers_drop_redeliveries(store):
+    kin = FakeKinesis()
+    events = [enriched("a", 1, 10.0, 1.6e9), enriched("b", 1, 20.0, 1.6e9 + 1)]
+    for _ in range(2):  # the same batch delivered twice (a Kinesis retry)
+        score.process_batch(
+            common.kinesis_event(events),
+            featurestore=store,
+            runtime=FakeRuntime(),
+            kinesis=kin,
+            sqs=FakeSqs(),
+            config=score_cfg(),
+            policy=NO_SLEEP,
+        )
+    delivered = kin.decisions()
+    assert len(delivered) == 4
+    consumer = common.DecisionDeduplicator()
+    kept = [d for d in delivered if consumer.accept(d)]
+    assert [d["tid"] for d in kept] == ["a", "b"] and consumer.duplicates_dropped == 2
+    # The id is the event's identity: the same tid on a different transaction is another decision.
+    same_tid = enriched("a", 2, 10.0, 1.6e9)
+    assert common.decision_id(same_tid) != kept[0]["decision_id"]
+    assert common.decision_id(dict(events[0], late=True)) == kept[0]["decision_id"]
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "1.5", "-0.1"])
+def test_bad_fraud_threshold_is_a_clear_error_naming_the_variable(value):
+    with pytest.raises(common.ConfigError) as info:
+        score.Config.from_env({"FRAUD_THRESHOLD": value})
+    assert str(info.value) == (
+        f"environment variable FRAUD_THRESHOLD={value!r} is not a finite number in [0.0, 1.0]"
+    )
+    assert score.Config.from_env({"FRAUD_THRESHOLD": " "}).threshold == spec.DECISION_THRESHOLD

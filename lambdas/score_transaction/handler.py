@@ -11,6 +11,7 @@ one; downstream consumers de-duplicate decisions by `tid`); the invocation itsel
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +44,7 @@ class Config:
             batch_feature_group=env.get("BATCH_FEATURE_GROUP_NAME", spec.BATCH_FEATURE_GROUP.name),
             decisions_stream=env.get("DECISIONS_STREAM_NAME", spec.DECISIONS_STREAM),
             failure_queue_url=env.get("FAILURE_QUEUE_URL") or None,
-            threshold=float(env.get("FRAUD_THRESHOLD", spec.DECISION_THRESHOLD)),
+            threshold=common.env_float(env, "FRAUD_THRESHOLD", spec.DECISION_THRESHOLD, low=0.0, high=1.0),
             metrics_namespace=env.get("METRICS_NAMESPACE", common.DEFAULT_METRICS_NAMESPACE),
         )
 
@@ -158,6 +159,65 @@ def invoke(
     return common.with_retries(call, policy=policy, sleep=sleep)
 
 
+def refused_by_model(exc: BaseException) -> str | None:
+    """The endpoint's message when it refused the request as the client's fault (container 4xx), else None.
+
+    SageMaker reports a container's answer as ModelError (HTTP 424) with `OriginalStatusCode`;
+    a 5xx there, throttling and connection errors are the service's and are retried instead."""
+    if common.error_code(exc) != "ModelError" or not hasattr(exc, "response"):
+        return None
+    response = exc.response  # type: ignore[attr-defined]
+    try:
+        original = int(response.get("OriginalStatusCode") or 0)
+    except (TypeError, ValueError):
+        original = 0
+    if 400 <= original < 500:
+        return str(response.get("OriginalMessage") or response.get("Error", {}).get("Message", ""))
+    return None
+
+
+def score_isolating(
+    runtime: Any,
+    endpoint: str,
+    rows: Sequence[Mapping[str, float]],
+    *,
+    policy: common.RetryPolicy,
+    sleep: Callable[[float], None],
+) -> tuple[dict[int, float], dict[int, str], list[int]]:
+    """Score `rows` in one call, bisecting on a 4xx refusal to isolate the refused rows.
+
+    Returns (scores by row index, refusal reason by row index, indices left unscored because the
+    endpoint failed transiently: the caller reports them for a retry)."""
+    scores: dict[int, float] = {}
+    refused: dict[int, str] = {}
+    stack: list[list[int]] = [list(range(len(rows)))] if rows else []
+    while stack:
+        part = stack.pop()
+        try:
+            body = invoke(runtime, endpoint, to_csv([rows[i] for i in part]), policy=policy, sleep=sleep)
+            values = parse_scores(body, len(part))
+        except (*common.AWS_ERRORS, RuntimeError, ValueError) as exc:
+            reason = refused_by_model(exc)
+            if reason is None:  # the endpoint's trouble, not the rows': retry them all later
+                common.log("ERROR", "scoring failed; records will be retried", error=str(exc),
+                           error_type=type(exc).__name__, records=len(part) + sum(map(len, stack)))  # fmt: skip
+                return scores, refused, sorted(part + [i for rest in stack for i in rest])
+            if len(part) == 1:
+                refused[part[0]] = reason
+            else:
+                mid = len(part) // 2
+                stack += [part[mid:], part[:mid]]
+            continue
+        scores.update(zip(part, values, strict=True))
+    return scores, refused, []
+
+
+def non_finite_input(row: Mapping[str, float]) -> str | None:
+    """Why a model-input row cannot be sent (a non-finite value), or None."""
+    bad = [f"{k}={v!r}" for k, v in row.items() if not math.isfinite(v)]
+    return f"non-finite model input ({', '.join(bad)}): the endpoint would refuse it" if bad else None
+
+
 def put_decisions(
     kinesis: Any,
     stream: str,
@@ -228,6 +288,7 @@ def process_batch(
     failures += [it.sequence_number for it in unsent]
 
     decisions: list[dict[str, Any]] = []
+    rejected: list[common.KinesisItem] = []
     fs_ms = ep_ms = 0.0
     if good:
         events = [it.event for it in good]
@@ -237,13 +298,6 @@ def process_batch(
             snaps = fetch_snapshots(
                 featurestore, config.batch_feature_group, cards, policy=policy, sleep=sleep
             )
-            t2 = time.perf_counter()
-            rows = feature_rows(events, snaps)
-            scores = parse_scores(
-                invoke(runtime, config.endpoint_name, to_csv(rows), policy=policy, sleep=sleep), len(rows)
-            )
-            t3 = time.perf_counter()
-            fs_ms, ep_ms = (t2 - t1) * 1000, (t3 - t2) * 1000
         except (*common.AWS_ERRORS, RuntimeError, ValueError) as exc:
             # Transient or service-side: the whole scoring batch is retried by Kinesis.
             common.log(
@@ -256,9 +310,37 @@ def process_batch(
             failures += [it.sequence_number for it in good]
             good = []
         else:
-            for ev, row, score in zip(events, rows, scores, strict=True):
+            t2 = time.perf_counter()
+            all_rows = feature_rows(events, snaps)
+            # Non-finite model input is never sent: rejected here with the reason.
+            sendable: list[int] = []
+            for i, row in enumerate(all_rows):
+                problem = non_finite_input(row)
+                if problem:
+                    good[i].reason = problem
+                    rejected.append(good[i])
+                else:
+                    sendable.append(i)
+            scores, refused, retry = score_isolating(
+                runtime,
+                config.endpoint_name,
+                [all_rows[i] for i in sendable],
+                policy=policy,
+                sleep=sleep,
+            )
+            t3 = time.perf_counter()
+            fs_ms, ep_ms = (t2 - t1) * 1000, (t3 - t2) * 1000
+            for j, reason in refused.items():
+                item = good[sendable[j]]
+                item.reason = f"endpoint refused the record: {reason}"
+                rejected.append(item)
+            failures += [good[sendable[j]].sequence_number for j in retry]
+            scored = [(good[sendable[j]], all_rows[sendable[j]], s) for j, s in sorted(scores.items())]
+            for it, row, score in scored:
+                ev = it.event or {}
                 decisions.append(
                     {
+                        "decision_id": common.decision_id(ev),
                         "tid": ev["tid"],
                         spec.CARD_ID: ev[spec.CARD_ID],
                         spec.EVENT_TIME: ev[spec.EVENT_TIME],
@@ -271,7 +353,7 @@ def process_batch(
             undelivered = put_decisions(
                 kinesis,
                 config.decisions_stream,
-                [(it.sequence_number, d) for it, d in zip(good, decisions, strict=True)],
+                [(it.sequence_number, d) for (it, _, _), d in zip(scored, decisions, strict=True)],
                 policy=policy,
                 sleep=sleep,
             )
@@ -279,8 +361,27 @@ def process_batch(
             if on_decisions:
                 lost = set(undelivered)
                 on_decisions(
-                    [d for it, d in zip(good, decisions, strict=True) if it.sequence_number not in lost]
+                    [
+                        d
+                        for (it, _, _), d in zip(scored, decisions, strict=True)
+                        if it.sequence_number not in lost
+                    ]
                 )
+    if rejected:
+        for it in rejected:
+            common.log(
+                "WARN", "record rejected", reason=it.reason, sequence=it.sequence_number, stage="score"
+            )
+        unsent = common.send_failures(
+            sqs,
+            config.failure_queue_url,
+            rejected,
+            source="score_transaction",
+            stage="score",
+            policy=policy,
+            sleep=sleep,
+        )
+        failures += [it.sequence_number for it in unsent]
 
     n = len(decisions)
     flagged = sum(d["fraud"] for d in decisions)
@@ -294,6 +395,7 @@ def process_batch(
             "FraudRate": (flagged / n if n else 0.0, "None"),
             "LateEvents": (late, "Count"),
             "MalformedRecords": (len(bad), "Count"),
+            "RejectedRecords": (len(rejected), "Count"),
             "FailedRecords": (len(set(failures)), "Count"),
             "BatchLatency": (latency_ms, "Milliseconds"),
             "FeatureStoreLatency": (fs_ms, "Milliseconds"),
@@ -309,6 +411,7 @@ def process_batch(
         fraud=flagged,
         late=late,
         malformed=len(bad),
+        rejected=len(rejected),
         failed=len(set(failures)),
         latency_ms=round(latency_ms, 3),
     )
