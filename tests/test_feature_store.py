@@ -212,3 +212,32 @@ def test_concurrent_threads_share_one_object(tmp_path):
     assert as_dict(store.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="9")["Record"])[
         "trans_time"
     ] == repr(399.0)
+
+
+@pytest.mark.parametrize("event_time", ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "abc", ""])
+def test_non_finite_or_non_numeric_event_time_is_a_validation_error_never_stored(store, event_time):
+    """Issue 9: "nan" raised a raw sqlite3 error and "inf" was stored, then won every later write."""
+    rec = [*record(1, 1, 1.0, 1.0)[:3], {"FeatureName": "trans_time", "ValueAsString": event_time}]
+    with pytest.raises(ClientError) as err:
+        store.put_record(FeatureGroupName=FG, Record=rec)
+    assert isinstance(err.value, store.exceptions.ValidationError)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "trans_time" in str(err.value)
+    assert store.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1") == {}
+    # Later writes are not blocked.
+    store.put_record(FeatureGroupName=FG, Record=record(1, 2, 2.0, 5.0))
+    assert store.count(FG) == 1
+    with pytest.raises(store.exceptions.ValidationError):
+        store.delete_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1", EventTime=event_time)
+
+
+def test_a_sqlite_failure_is_a_retryable_client_error_not_a_raw_sqlite_error(tmp_path):
+    from lambdas import common
+
+    fs = LocalFeatureStoreRuntime(tmp_path / "s.sqlite")
+    fs._conn().execute("DROP TABLE records")  # the database under the store breaks
+    with pytest.raises(ClientError) as err:
+        fs.put_record(FeatureGroupName=FG, Record=record(1, 1, 1.0, 1.0))
+    assert err.value.response["Error"]["Code"] == "InternalFailure" and common.is_transient(err.value)
+    with pytest.raises(ClientError):
+        fs.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1")

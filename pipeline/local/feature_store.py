@@ -5,14 +5,23 @@ on AWS the boto3 client, so the calling code is identical. The SageMaker online-
 a write older than the stored record (by event time) never replaces it, equal event time does.
 That rule lives inside one UPSERT statement, so it holds for concurrent writers in several threads
 and processes without any read-modify-write race.
+
+Bad requests fail the way boto3 fails, with a `ValidationError` ClientError (HTTP 400) naming the
+value: an event time that is not a finite number ("nan", "inf", "abc") is refused and never stored
+(SQLite would store NaN as NULL and fail, and an "inf" record would win every later write).
+A SQLite failure (disk full, database locked beyond the busy timeout) is an `InternalFailure`
+ClientError (HTTP 500), which the Lambdas' retry policy treats as transient; a raw sqlite3 error
+never reaches the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -56,6 +65,34 @@ def _error(cls: type[ClientError], code: str, message: str, operation: str, stat
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     return cls(response, operation)
+
+
+@contextlib.contextmanager
+def _database(operation: str) -> Iterator[None]:
+    """SQLite errors as the service's own failure (retryable), never a raw sqlite3 exception."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _error(
+            ClientError, "InternalFailure", f"local online store failed: {exc}", operation, 500
+        ) from None
+
+
+def _event_time(value: Any, name: str, operation: str) -> float:
+    """A finite event time (seconds), else ValidationError."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not math.isfinite(t):
+        raise _error(
+            ValidationError,
+            "ValidationError",
+            f"{name} {value!r} is not a valid event time: a finite number of seconds is required",
+            operation,
+            400,
+        )
+    return t
 
 
 def _metadata() -> dict[str, Any]:
@@ -171,16 +208,12 @@ class LocalFeatureStoreRuntime:
                     op,
                     400,
                 )
+        event_time = _event_time(values[group.event_time], group.event_time, op)
         record = [{"FeatureName": n, "ValueAsString": values[n]} for n in group.feature_names if n in values]
-        self._conn().execute(
-            _UPSERT,
-            (
-                group.name,
-                values[group.record_identifier],
-                float(values[group.event_time]),
-                json.dumps(record),
-            ),
-        )
+        with _database(op):
+            self._conn().execute(
+                _UPSERT, (group.name, values[group.record_identifier], event_time, json.dumps(record))
+            )
         return _metadata()
 
     def get_record(
@@ -193,14 +226,15 @@ class LocalFeatureStoreRuntime:
     ) -> dict[str, Any]:
         """`{"Record": [...]}` or `{}` when the record does not exist (as boto3 returns)."""
         group = self._group(FeatureGroupName, "GetRecord")
-        row = (
-            self._conn()
-            .execute(
-                "SELECT record FROM records WHERE feature_group = ? AND record_id = ?",
-                (group.name, str(RecordIdentifierValueAsString)),
+        with _database("GetRecord"):
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT record FROM records WHERE feature_group = ? AND record_id = ?",
+                    (group.name, str(RecordIdentifierValueAsString)),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
         if row is None:
             return {}
         return {"Record": self._select(json.loads(row[0]), FeatureNames), **_metadata()}
@@ -209,6 +243,10 @@ class LocalFeatureStoreRuntime:
         self, *, Identifiers: Sequence[Mapping[str, Any]], ExpirationTimeResponse: str | None = None
     ) -> dict[str, Any]:
         """Records found, per identifier group; absent ids are simply not returned."""
+        with _database("BatchGetRecord"):
+            return self._batch_get(Identifiers)
+
+    def _batch_get(self, Identifiers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         records: list[dict[str, Any]] = []
         conn = self._conn()
         for ident in Identifiers:
@@ -247,16 +285,12 @@ class LocalFeatureStoreRuntime:
         """Delete the record if it is not newer than `EventTime` (a late delete can't erase newer data)."""
         op = "DeleteRecord"
         group = self._group(FeatureGroupName, op)
-        try:
-            event_time = float(EventTime)
-        except (TypeError, ValueError):
-            raise _error(
-                ValidationError, "ValidationError", f"EventTime {EventTime!r} is invalid", op, 400
-            ) from None
-        self._conn().execute(
-            "DELETE FROM records WHERE feature_group = ? AND record_id = ? AND event_time <= ?",
-            (group.name, str(RecordIdentifierValueAsString), event_time),
-        )
+        event_time = _event_time(EventTime, "EventTime", op)
+        with _database(op):
+            self._conn().execute(
+                "DELETE FROM records WHERE feature_group = ? AND record_id = ? AND event_time <= ?",
+                (group.name, str(RecordIdentifierValueAsString), event_time),
+            )
         return _metadata()
 
     def count(self, FeatureGroupName: str) -> int:
