@@ -101,6 +101,7 @@ deploy "$STACK_PREFIX-pipeline" infra/pipeline.yaml \
 role_arn="$(output "$STACK_PREFIX-pipeline" SageMakerExecutionRoleArn)"
 endpoint="$(output "$STACK_PREFIX-pipeline" EndpointName)"
 pipeline_name="$(output "$STACK_PREFIX-pipeline" PipelineName)"
+deploy_fn="$(output "$STACK_PREFIX-pipeline" DeployModelFunctionArn)"
 
 # shellcheck disable=SC2086
 deploy "$STACK_PREFIX-streaming" infra/streaming.yaml \
@@ -123,6 +124,7 @@ fi
 
 cat >&2 <<EOF
 done. Next:
-  python run_pipeline.py upsert --region $REGION --role-arn $role_arn --bucket $ARTIFACT_BUCKET   # pipeline $pipeline_name (the schedule starts it nightly)
+  python run_pipeline.py upsert --region $REGION --role-arn $role_arn --bucket $ARTIFACT_BUCKET --deploy-lambda $deploy_fn   # pipeline $pipeline_name (the schedule starts it nightly)
+     (same as: python run_pipeline.py upsert --region $REGION --stack $STACK_PREFIX-pipeline)
   python run_pipeline.py start --region $REGION --wait   # a first run now; approve its model package to deploy $endpoint
 EOF

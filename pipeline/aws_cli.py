@@ -1,10 +1,12 @@
 """`run_pipeline.py` subcommands for AWS: definition, upsert, start, status, approve.
 
     python run_pipeline.py definition [--region R --role-arn ARN --bucket B]     # offline JSON
-    python run_pipeline.py upsert --role-arn ARN --bucket B [--region R]        # code to S3 + create/update
+    python run_pipeline.py upsert --stack fraud-detection-pipeline [--region R]  # names from the stack outputs
+    python run_pipeline.py upsert --role-arn ARN --bucket B --deploy-lambda ARN  # or each name explicitly
     python run_pipeline.py start [--param MinPrAuc=0.8 ...] [--wait]            # exit 0 iff Succeeded
     python run_pipeline.py status [--execution-arn ARN]                          # latest execution by default
     python run_pipeline.py approve --model-package-arn ARN [--status Approved|Rejected]
+    python run_pipeline.py approve --latest [--model-package-group G]           # newest version of the group
     python run_pipeline.py approve --work-dir DIR --version N [--status ...]     # local registry
 
 Every AWS-facing function takes its boto3 client as an argument (tests pass moto or Stubber
@@ -136,6 +138,37 @@ def upsert_pipeline(
     ], "created"
 
 
+STACK_OUTPUTS = {
+    "role_arn": "SageMakerExecutionRoleArn",
+    "deploy_lambda": "DeployModelFunctionArn",
+    "bucket": "ArtifactBucket",
+}
+"""upsert option -> output of the pipeline stack (infra/pipeline.yaml) that supplies it with --stack."""
+
+
+def stack_outputs(cfn: Any, stack_name: str) -> dict[str, str]:
+    """OutputKey -> OutputValue of a deployed CloudFormation stack."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+            raise CliError(
+                f"stack {stack_name!r} not found in this region: deploy it first (make deploy) or pass "
+                "--role-arn, --bucket and --deploy-lambda"
+            ) from exc
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def names_from_stack(args: argparse.Namespace, outputs: dict[str, str]) -> None:
+    """Fill --role-arn, --deploy-lambda and --bucket that were not given from the stack's outputs."""
+    for attribute, output in STACK_OUTPUTS.items():
+        if not getattr(args, attribute) and outputs.get(output):
+            setattr(args, attribute, outputs[output])
+
+
 def _config_from_args(args: argparse.Namespace) -> Any:
     from pipeline.definition import DefinitionError, make_config
 
@@ -166,27 +199,46 @@ def cmd_definition(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_upsert(args: argparse.Namespace) -> int:
+def _require_upsert_names(args: argparse.Namespace) -> None:
+    hint = "or pass --stack <pipeline stack name> to read it from the stack's outputs"
     if not args.role_arn:
         raise CliError(
             "upsert needs --role-arn: the SageMaker execution role (output SageMakerExecutionRoleArn of the "
-            "pipeline stack, infra/pipeline.yaml)",
+            f"pipeline stack, infra/pipeline.yaml), {hint}",
             code=2,
         )
     if not args.bucket:
         raise CliError(
-            "upsert needs --bucket: the artifact bucket the pipeline stack was deployed with", code=2
+            f"upsert needs --bucket: the artifact bucket the pipeline stack was deployed with, {hint}", code=2
         )
+    if not args.deploy_lambda:
+        # Its name follows the stack's NamePrefix: a default would silently point another prefix's
+        # pipeline at the wrong function.
+        raise CliError(
+            "upsert needs --deploy-lambda: the deploy_model function (output DeployModelFunctionArn of the "
+            f"pipeline stack), {hint}",
+            code=2,
+        )
+
+
+def cmd_upsert(args: argparse.Namespace) -> int:
+    if not args.stack:
+        _require_upsert_names(args)
     from pipeline.definition import build_code_bundle, pipeline_definition
 
     bundle = build_code_bundle()
-    config = dataclasses.replace(_config_from_args(args), code_version=bundle.version)
 
     def run() -> int:
         from botocore.exceptions import ClientError
 
-        session = _session(config.region)
+        session = _session(args.region)
         session.client("sts").get_caller_identity()  # fail fast, with one line, on missing credentials
+        if args.stack:
+            names_from_stack(args, stack_outputs(session.client("cloudformation"), args.stack))
+            _require_upsert_names(args)
+        config = dataclasses.replace(
+            _config_from_args(args), region=session.region_name, code_version=bundle.version
+        )
         s3 = session.client("s3")
         try:
             s3.head_bucket(Bucket=config.bucket)
@@ -366,19 +418,32 @@ def approve_package(
     return sm.describe_model_package(ModelPackageName=model_package_arn)
 
 
+def latest_package_arn(sm: Any, group: str) -> str:
+    """ARN of the newest version of a model package group."""
+    page = sm.list_model_packages(
+        ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending", MaxResults=1
+    )
+    summaries = page.get("ModelPackageSummaryList", [])
+    if not summaries:
+        raise CliError(f"model package group {group} has no versions yet (run the pipeline first)")
+    return summaries[0]["ModelPackageArn"]
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     if args.work_dir:
         from pipeline.local_runner import approve_local
 
         return int(approve_local(args) or 0)
-    if not args.model_package_arn:
+    if not args.model_package_arn and not args.latest:
         raise CliError(
-            "approve needs --model-package-arn ARN (AWS) or --work-dir DIR --version N (local)", code=2
+            "approve needs --model-package-arn ARN or --latest (AWS), or --work-dir DIR --version N (local)",
+            code=2,
         )
 
     def run() -> int:
         sm = _session(args.region).client("sagemaker")
-        package = approve_package(sm, args.model_package_arn, args.status or "Approved", args.description)
+        arn = args.model_package_arn or latest_package_arn(sm, args.model_package_group)
+        package = approve_package(sm, arn, args.status or "Approved", args.description)
         print(
             f"{package.get('ModelPackageGroupName', '?')} version {package.get('ModelPackageVersion', '?')}: "
             f"{package.get('ModelApprovalStatus')}"
@@ -422,7 +487,8 @@ def _add_names(parser: argparse.ArgumentParser, *, role_required_hint: str) -> N
     parser.add_argument(
         "--deploy-lambda",
         default=None,
-        help="deploy_model function name or ARN (default fraud-detection-deploy-model in the role's account)",
+        help="deploy_model function name or ARN: output DeployModelFunctionArn of the pipeline stack "
+        "(required by upsert unless --stack; `definition` prints a placeholder without it)",
     )
     parser.add_argument("--feature-group", default=spec.BATCH_FEATURE_GROUP.name, help="default %(default)s")
 
@@ -437,6 +503,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("upsert", help="upload the step code and create or update the pipeline")
     _add_names(
         p, role_required_hint="SageMaker execution role ARN (pipeline stack output SageMakerExecutionRoleArn)"
+    )
+    p.add_argument(
+        "--stack",
+        help="pipeline stack (infra/pipeline.yaml, e.g. fraud-detection-pipeline): role, bucket and deploy "
+        "function default to its outputs " + ", ".join(STACK_OUTPUTS.values()),
     )
     p.set_defaults(handler=_wrap(cmd_upsert))
 
@@ -468,6 +539,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("approve", help="set a model package's approval status (AWS or --work-dir local)")
     _add_region(p)
     p.add_argument("--model-package-arn", help="AWS model package version ARN")
+    p.add_argument("--latest", action="store_true", help="AWS: the newest version of --model-package-group")
+    p.add_argument("--model-package-group", default=spec.MODEL_PACKAGE_GROUP, help="default %(default)s")
     p.add_argument("--status", choices=APPROVAL_STATUSES, default="Approved", help="default %(default)s")
     p.add_argument("--description", help="approval description (AWS)")
     p.add_argument("--work-dir", help="local mode: work dir of a `local` run")

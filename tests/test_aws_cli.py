@@ -204,7 +204,7 @@ def test_upsert_uploads_code_then_creates_and_updates(aws, capsys, monkeypatch):
     # Pin the bundle: other work in the tree may change the sources while this test runs.
     monkeypatch.setattr(definition, "build_code_bundle", lambda root=None: bundle)
     aws.client("s3").create_bucket(Bucket=BUCKET)
-    argv = ("upsert", "--region", REGION, "--role-arn", ROLE, "--bucket", BUCKET)
+    argv = ("upsert", "--region", REGION, "--role-arn", ROLE, "--bucket", BUCKET, "--deploy-lambda", "dm")
     assert _run(*argv) == 0
     captured = capsys.readouterr()
     assert "pipeline created: arn:aws:sagemaker:us-east-1:" in captured.out
@@ -229,12 +229,88 @@ def test_upsert_uploads_code_then_creates_and_updates(aws, capsys, monkeypatch):
     )  # content-addressed: nothing re-uploaded
 
 
-def test_upsert_requires_role_and_an_existing_bucket(aws, capsys):
+def test_upsert_requires_role_deploy_function_and_an_existing_bucket(aws, capsys):
     assert _run("upsert", "--region", REGION, "--bucket", BUCKET) == 2
     assert "upsert needs --role-arn" in capsys.readouterr().err
-    assert _run("upsert", "--region", REGION, "--role-arn", ROLE, "--bucket", "no-such-bucket") == 1
+    # No default deploy function: its name follows the stack's NamePrefix.
+    assert _run("upsert", "--region", REGION, "--role-arn", ROLE, "--bucket", BUCKET) == 2
+    err = capsys.readouterr().err
+    assert "upsert needs --deploy-lambda" in err and "DeployModelFunctionArn" in err and "--stack" in err
+    argv = (
+        "upsert",
+        "--region",
+        REGION,
+        "--role-arn",
+        ROLE,
+        "--bucket",
+        "no-such-bucket",
+        "--deploy-lambda",
+        "f",
+    )
+    assert _run(*argv) == 1
     err = capsys.readouterr().err.strip()
     assert "bucket 'no-such-bucket' is missing or not accessible" in err and "\n" not in err
+
+
+_STACK_OUTPUTS = {
+    "SageMakerExecutionRoleArn": "arn:aws:iam::123456789012:role/acme-sagemaker-execution",
+    "DeployModelFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:acme-deploy-model",
+    "ArtifactBucket": "acme-artifacts",
+}
+
+
+class _StackSession:
+    """moto for everything, a Stubber-backed CloudFormation client (moto's needs extra packages)."""
+
+    def __init__(self, session, stacks: dict[str, dict[str, str]]):
+        self._session, self.region_name = session, session.region_name
+        self._cfn = session.client("cloudformation")
+        self.stub = Stubber(self._cfn)
+        for name, outputs in stacks.items():
+            response = {
+                "Stacks": [
+                    {
+                        "StackName": name,
+                        "CreationTime": "2026-01-01T00:00:00Z",
+                        "StackStatus": "CREATE_COMPLETE",
+                        "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()],
+                    }
+                ]
+            }
+            self.stub.add_response("describe_stacks", response, {"StackName": name})
+        self.stub.add_client_error(
+            "describe_stacks", "ValidationError", "Stack with id nope does not exist", http_status_code=400
+        )
+        self.stub.activate()
+
+    def client(self, name: str, **kwargs):
+        return self._cfn if name == "cloudformation" else self._session.client(name, **kwargs)
+
+
+@pytest.mark.xdist_group("sagemaker")
+def test_upsert_with_a_non_default_stack_takes_the_deploy_function_from_its_outputs(aws, capsys, monkeypatch):
+    """NamePrefix acme: the Lambda step must call acme-deploy-model, never fraud-detection-deploy-model."""
+    stacked = _StackSession(aws, {"acme-pipeline": _STACK_OUTPUTS})
+    monkeypatch.setattr(aws_cli, "_session", lambda region: stacked)
+    aws.client("s3").create_bucket(Bucket="acme-artifacts")
+    assert _run("upsert", "--region", REGION, "--stack", "acme-pipeline") == 0, capsys.readouterr().err
+    stored = json.loads(
+        aws.client("sagemaker").describe_pipeline(PipelineName="fraud-detection-pipeline")[
+            "PipelineDefinition"
+        ]
+    )
+    (condition,) = [s for s in stored["Steps"] if s["Type"] == "Condition"]
+    (deploy,) = [s for s in condition["Arguments"]["IfSteps"] if s["Type"] == "Lambda"]
+    assert deploy["FunctionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:acme-deploy-model"
+    assert "s3://acme-artifacts/fraud-detection/code/" in json.dumps(stored)
+    described = aws.client("sagemaker").describe_pipeline(PipelineName="fraud-detection-pipeline")
+    assert described["RoleArn"] == "arn:aws:iam::123456789012:role/acme-sagemaker-execution"
+    # A missing stack is one line.
+    capsys.readouterr()
+    assert _run("upsert", "--region", REGION, "--stack", "nope") == 1
+    err = capsys.readouterr().err.strip()
+    assert "stack 'nope' not found" in err and "\n" not in err
+    stacked.stub.assert_no_pending_responses()
 
 
 def test_missing_credentials_is_a_one_line_error(monkeypatch, tmp_path, capsys, no_network):
@@ -277,3 +353,25 @@ def test_approve_on_aws_and_local_delegation(aws, capsys, monkeypatch):
     assert _run("approve", "--work-dir", "work/demo", "--version", "3", "--status", "Rejected") == 0
     assert seen == [("work/demo", 3, "Rejected")]
     assert _run("approve") == 2
+
+
+def test_approve_latest_picks_the_newest_version(aws, capsys):
+    sm = aws.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="fraud-detection-models")
+    arns = [
+        sm.create_model_package(
+            ModelPackageGroupName="fraud-detection-models",
+            InferenceSpecification={
+                "Containers": [{"Image": "img", "ModelDataUrl": f"s3://b/m{i}.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+            ModelApprovalStatus="PendingManualApproval",
+        )["ModelPackageArn"]
+        for i in range(2)
+    ]
+    assert _run("approve", "--region", REGION, "--latest") == 0
+    statuses = [sm.describe_model_package(ModelPackageName=a)["ModelApprovalStatus"] for a in arns]
+    assert statuses == ["PendingManualApproval", "Approved"]
+    assert "version 2: Approved" in capsys.readouterr().out
+    assert _run("approve", "--region", REGION, "--latest", "--model-package-group", "empty") == 1

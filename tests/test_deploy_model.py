@@ -368,3 +368,47 @@ def test_concurrent_invocations_creating_the_same_resources_do_not_fail():
     stub.add_client_error("create_model", "ResourceLimitExceeded", "too many models")
     with stub, pytest.raises(h.ClientError, match="ResourceLimitExceeded"):
         h.deploy(h.DeployRequest(arn, ENDPOINT, "pipeline"), sagemaker=client, config=config)
+
+
+def test_update_racing_with_a_concurrent_invocation_is_resolved_by_reading_the_endpoint_again():
+    """Both invocations saw the endpoint InService on the old version; the second UpdateEndpoint is
+    refused by the service. The same version in flight is success, another version is 'busy'."""
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/5"
+    config = _config()
+    model_name = h.model_name_for(GROUP, 5)
+    config_name = h.endpoint_config_name_for(ENDPOINT, 5, config, model_name)
+
+    def run(after_refusal: dict | None, error_code: str = "ValidationException") -> dict:
+        client, stub = _stubbed_client()
+        stub.add_response("describe_model_package", _package(arn, 5))
+        stub.add_response(
+            "describe_model",
+            {"ModelName": model_name, "ModelArn": f"arn:aws:sagemaker:{REGION}:1:model/m", "CreationTime": 0},
+        )
+        stub.add_response(
+            "describe_endpoint_config",
+            {
+                "EndpointConfigName": config_name,
+                "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:1:endpoint-config/c",
+                "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model_name}],
+                "CreationTime": 0,
+            },
+        )
+        stub.add_response("describe_endpoint", _endpoint("old-config"))
+        stub.add_client_error("update_endpoint", error_code, "Cannot update in-progress endpoint")
+        if after_refusal is not None:
+            stub.add_response("describe_endpoint", after_refusal)
+        with stub:
+            result = h.deploy(h.DeployRequest(arn, ENDPOINT, "eventbridge"), sagemaker=client, config=config)
+        stub.assert_no_pending_responses()
+        return result
+
+    same = _endpoint("old-config", "Updating", PendingDeploymentSummary={"EndpointConfigName": config_name})
+    result = run(same)
+    assert result["status"] == "in_progress" and result["endpoint_config_name"] == config_name
+    other = _endpoint("old-config", "Updating", PendingDeploymentSummary={"EndpointConfigName": "v6-config"})
+    with pytest.raises(h.DeployError, match="Updating; retry"):
+        run(other)
+    with pytest.raises(h.ClientError, match="ThrottlingException"):
+        run(None, error_code="ThrottlingException")
+

@@ -589,6 +589,21 @@ def test_deploy_script_deploys_the_stacks_in_order_with_wired_parameters(tmp_pat
     assert "EndpointName=stub-EndpointName" in streaming and streaming.endswith("ShardCount=2")
     assert any(c.startswith("kinesisanalyticsv2 start-application") for c in calls)
     assert "upsert --region eu-west-1 --role-arn arn:aws:iam::123456789012:role/exec" in proc.stderr
+    # The pipeline must call this stack's deploy function (its name follows STACK_PREFIX).
+    assert "--deploy-lambda stub-DeployModelFunctionArn" in proc.stderr
+    assert "--stack fraud-detection-pipeline" in proc.stderr
+
+
+def test_deploy_script_with_another_prefix_names_that_prefix_everywhere(tmp_path):
+    if not Path("/usr/bin/sha256sum").exists() and not Path("/usr/bin/shasum").exists():
+        pytest.skip("no sha256sum/shasum in /usr/bin")
+    proc = _run_deploy(tmp_path, STACK_PREFIX="acme")
+    assert proc.returncode == 0, proc.stderr
+    deploys = [
+        c for c in (tmp_path / "aws.log").read_text().splitlines() if c.startswith("cloudformation deploy")
+    ]
+    assert all("NamePrefix=acme" in c for c in deploys[1:]), deploys
+    assert "--stack acme-pipeline" in proc.stderr
 
 
 def test_deploy_script_fails_clearly_without_cli_credentials_or_bucket(tmp_path):
@@ -624,3 +639,27 @@ def test_architecture_page_and_diagram(tmp_path):
     assert mpimg.imread(out).shape == mpimg.imread(committed).shape, (
         "docs/architecture.png is stale: rerun the script"
     )
+
+
+# ------------------------------------------------------------------ Lambda concurrency
+def test_reserved_concurrency_is_a_parameter_off_by_default():
+    """Lambda keeps >= 100 of the account quota unreserved: fixed reservations (1 + 10 + 10 before)
+    made a deployment need a quota >= 121, which new accounts do not have. Reservations are now
+    parameters, 0 = none, applied through a condition (0 itself would throttle the function)."""
+    expected = {
+        "DeployModelFunction": ("pipeline.yaml", "DeployModelReservedConcurrency"),
+        "IngestFunction": ("streaming.yaml", "ReservedConcurrency"),
+        "ScoreFunction": ("streaming.yaml", "ReservedConcurrency"),
+    }
+    functions = lambda_functions()
+    assert set(functions) == set(expected)
+    for rid, (name, props) in functions.items():
+        tpl_name, param = expected[rid]
+        assert name == tpl_name
+        tpl = template(name)
+        assert tpl["Parameters"][param]["Default"] == 0 and tpl["Parameters"][param]["MinValue"] == 0
+        condition, value, otherwise = props["ReservedConcurrentExecutions"]["Fn::If"]
+        assert tpl["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, 0]}]}
+        assert value == {"Ref": param} and otherwise == {"Ref": "AWS::NoValue"}
+    for name in ("pipeline.yaml", "streaming.yaml"):
+        assert "100" in json.dumps(template(name)["Parameters"]), "the quota arithmetic is documented"

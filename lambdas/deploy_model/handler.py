@@ -248,38 +248,59 @@ def deploy(request: DeployRequest, *, sagemaker: Any, config: DeployConfig) -> d
             result.update(status="in_progress", reason="endpoint is being created by a concurrent deployment")
         return result
 
-    endpoint_status = endpoint.get("EndpointStatus", "")
-    pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
-    if pending == config_name:
-        result.update(
-            status="in_progress", reason=f"endpoint is already {endpoint_status} to version {version}"
-        )
+    if _settled(endpoint, config_name, version, request.endpoint_name, result):
         return result
-    if endpoint.get("EndpointConfigName") == config_name and endpoint_status not in ("Failed",):
-        result.update(
-            status="unchanged", reason=f"endpoint already serves version {version} ({endpoint_status})"
+    try:
+        sagemaker.update_endpoint(
+            EndpointName=request.endpoint_name,
+            EndpointConfigName=config_name,
+            RetainAllVariantProperties=False,
+            DeploymentConfig=deployment_config(config),
         )
+    except ClientError as exc:
+        # Another invocation (the pipeline step and the approval event run concurrently) started an
+        # update between our describe and this call: the service refuses a second one. Read the
+        # endpoint again; the same version in flight is success, another one is "busy, retry".
+        if exc.response.get("Error", {}).get("Code") != "ValidationException":
+            raise
+        endpoint = _describe(sagemaker.describe_endpoint, EndpointName=request.endpoint_name)
+        if endpoint is None or not _settled(endpoint, config_name, version, request.endpoint_name, result):
+            raise
         return result
-    if endpoint_status in BUSY_STATUSES:
-        raise DeployError(
-            f"endpoint {request.endpoint_name} is {endpoint_status}; retry when it is InService"
-        )
-    if endpoint_status == "Failed":
-        raise DeployError(
-            f"endpoint {request.endpoint_name} is Failed ({endpoint.get('FailureReason', 'no reason')}); "
-            "delete it and approve the version again"
-        )
-    sagemaker.update_endpoint(
-        EndpointName=request.endpoint_name,
-        EndpointConfigName=config_name,
-        RetainAllVariantProperties=False,
-        DeploymentConfig=deployment_config(config),
-    )
     result.update(
         status="updated",
         reason=f"blue/green update from {endpoint.get('EndpointConfigName')} to version {version}",
     )
     return result
+
+
+def _settled(
+    endpoint: Mapping[str, Any], config_name: str, version: str, endpoint_name: str, result: dict[str, str]
+) -> bool:
+    """True (result filled) when the endpoint already serves or is moving to `config_name`;
+    DeployError when it is busy with something else or failed; False when an update may start."""
+    endpoint_status = endpoint.get("EndpointStatus", "")
+    pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+    if pending == config_name or (
+        endpoint.get("EndpointConfigName") == config_name and endpoint_status in ("Creating", "Updating")
+    ):
+        result.update(
+            status="in_progress", reason=f"endpoint is already {endpoint_status} to version {version}"
+        )
+        return True
+    if endpoint.get("EndpointConfigName") == config_name and endpoint_status != "Failed":
+        result.update(
+            status="unchanged", reason=f"endpoint already serves version {version} ({endpoint_status})"
+        )
+        return True
+    if endpoint_status in BUSY_STATUSES:
+        raise DeployError(f"endpoint {endpoint_name} is {endpoint_status}; retry when it is InService")
+    if endpoint_status == "Failed":
+        raise DeployError(
+            f"endpoint {endpoint_name} is Failed ({endpoint.get('FailureReason', 'no reason')}); "
+            "delete it and approve the version again"
+        )
+    return False
 
 
 def _emit_metrics(result: Mapping[str, str], config: DeployConfig, source: str) -> None:
