@@ -9,6 +9,12 @@ first event's day, and publishes each following day's snapshot when event time c
 (before scoring that day's events). The Lambdas run unchanged with local clients: the SQLite
 store, the local endpoint, a Kinesis sink appending to DECISIONS.jsonl and a failure queue
 appending to the rejects file.
+
+Exactly one decision per event: the handlers retry failed records the way Kinesis does (from the
+lowest failed sequence number on), so some records are decided twice; DECISIONS.jsonl is what a
+de-duplicating consumer keeps (the first decision per `decision_id`), and the summary counts the
+re-deliveries as `duplicates_dropped`. The Flink job runs in its own process group, which is
+killed on any exit (error, Ctrl-C, SIGTERM): no Flink JVM outlives the replay.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 DEFAULT_BATCH_SIZE = 100
 MAX_REDELIVERIES = 3
+FLINK_STOP_SECONDS = 10.0
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class ReplayError(RuntimeError):
@@ -44,21 +54,39 @@ class ReplayError(RuntimeError):
 
 # --- local stand-ins for the two AWS destinations --------------------------------------------
 class LocalKinesisSink:
-    """`kinesis.put_records` that appends each record's data as one line (the decisions stream)."""
+    """`kinesis.put_records` for the decisions stream, read by a de-duplicating consumer: the file
+    gets the first decision per `decision_id` (lambdas.common.DecisionDeduplicator); re-deliveries
+    are counted in `duplicates_dropped`. `dedupe=False` appends every record (the raw stream)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, dedupe: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = self.path.open("a", encoding="utf-8")
         self._seq = 0
+        self.consumer = common.DecisionDeduplicator() if dedupe else None
+        self.written = 0
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.consumer.duplicates_dropped if self.consumer else 0
 
     def put_records(self, *, StreamName: str, Records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out = []
         for rec in Records:
             data = rec["Data"]
-            self._f.write((data.decode() if isinstance(data, bytes) else data).rstrip("\n") + "\n")
+            text = (data.decode() if isinstance(data, bytes) else data).rstrip("\n")
             self._seq += 1
             out.append({"SequenceNumber": f"{self._seq:056d}", "ShardId": "shardId-000000000000"})
+            if self.consumer is not None:
+                try:
+                    decision = json.loads(text)
+                except ValueError:
+                    decision = None
+                is_decision = isinstance(decision, dict) and "decision_id" in decision
+                if is_decision and not self.consumer.accept(decision):
+                    continue
+            self._f.write(text + "\n")
+            self.written += 1
         self._f.flush()
         return {"FailedRecordCount": 0, "Records": out}
 
@@ -196,13 +224,56 @@ def run_flink(
         cmd += ["--parallelism", str(parallelism)]
     t0 = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.run(
-            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=timeout
+        # Its own session/process group: the Flink JVM and its Python workers are killed with it
+        # on any exit of ours (error, timeout, Ctrl-C, SIGTERM), and a Ctrl-C in the terminal does
+        # not reach it half-way (we stop it, so the clean-up is one path).
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_process_group(proc)
+            raise ReplayError(f"Flink job did not finish within {timeout} s (log {log_path})") from None
+        finally:
+            kill_process_group(proc)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
         raise ReplayError(f"Flink job failed (exit {proc.returncode}, log {log_path}): {' | '.join(tail)}")
     return time.perf_counter() - t0
+
+
+def kill_process_group(proc: subprocess.Popen[Any], grace: float = FLINK_STOP_SECONDS) -> None:
+    """Stop `proc` and everything in its process group (SIGTERM, then SIGKILL after `grace` s)."""
+    pgid = proc.pid  # start_new_session: the group id is the leader's pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break  # the whole group is gone
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def enriched_lines(sink: Path) -> Iterator[str]:
@@ -216,15 +287,29 @@ def enriched_lines(sink: Path) -> Iterator[str]:
 
 
 def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
-    """(endpoint name, url, server-or-None): reuse a running endpoint, else start one on the model."""
+    """(endpoint name, url, server-or-None).
+
+    `endpoint_url` given: that endpoint, which must answer (no silent fallback to another model).
+    Else the deployed server, when the record's URL is answered by that very server (its PID,
+    instance id and model version: a port taken over by another work dir's server does not count);
+    else an in-process server on the deployed model artifact."""
+    from pipeline.local import endpoint as local_endpoint
+
+    if endpoint_url:
+        if not _ping(endpoint_url):
+            raise ReplayError(f"--endpoint-url {endpoint_url} does not answer GET /ping")
+        return spec.ENDPOINT_NAME, endpoint_url, None
     deployed_path = work_dir / "endpoint" / "deployed.json"
     if not deployed_path.exists():
         raise ReplayError(f"no deployed model: {deployed_path} missing (run `run_pipeline.py local` first)")
-    deployed = json.loads(deployed_path.read_text())
+    deployed = local_endpoint.read_deployment(work_dir)
+    if deployed is None:
+        raise ReplayError(
+            f"deployment record {deployed_path} is unreadable: redeploy with `endpoint --deploy-latest`"
+        )
     name = deployed.get("endpoint_name") or spec.ENDPOINT_NAME
-    for url in (endpoint_url, deployed.get("url")):
-        if url and _ping(url):
-            return name, url, None
+    if local_endpoint.is_live(deployed):
+        return name, deployed["url"], None
     from training.serve import LocalEndpointServer
 
     model = deployed.get("model_data")
@@ -232,7 +317,7 @@ def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
         raise ReplayError(f"deployed model artifact not found: {model!r} (from {deployed_path})")
     server = LocalEndpointServer(None)
     try:
-        server.load_model(model)
+        server.load_model(model, None if deployed.get("version") is None else str(deployed["version"]))
     except Exception as exc:  # any loader failure (artifact, xgboost) is a user error here
         server.stop()
         raise ReplayError(f"cannot load the deployed model {model}: {_one_line(exc)}") from None
@@ -282,8 +367,12 @@ def run_replay(
     endpoint_url: str | None = None,
     threshold: float = spec.DECISION_THRESHOLD,
     progress: bool = True,
+    wrap_clients: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Replay `events_path` through Flink and both handlers; write decisions and rejects; return the summary."""
+    """Replay `events_path` through Flink and both handlers; write decisions and rejects; return the summary.
+
+    `wrap_clients` receives the local clients ({"featurestore", "runtime", "kinesis", "sqs"}) and
+    returns the ones the handlers use: the fault suite wraps them to inject failures."""
     from lambdas.ingest_aggregates import handler as ingest
     from lambdas.score_transaction import handler as score
     from pipeline.local.feature_store import LocalFeatureStoreRuntime
@@ -300,12 +389,19 @@ def run_replay(
         raise ReplayError(f"snapshot table not found: {snapshots_dir} (run `run_pipeline.py local` first)")
     if batch_size < 1:
         raise ReplayError("--batch-size must be >= 1")
+    if watermark_seconds < 0:
+        raise ReplayError("--watermark-seconds must be >= 0")
     SnapshotPublisher(snapshots_dir, None).check()
     rdir = work_dir / "replay"
-    rdir.mkdir(parents=True, exist_ok=True)
-    for p in (out_path, rejects_path):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.unlink(missing_ok=True)
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        for p in (out_path, rejects_path):
+            if p.is_dir():
+                raise ReplayError(f"{p} is a directory: give a file path for the decisions/rejects")
+            p.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is created
+            p.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ReplayError(f"cannot write the replay outputs: {_one_line(exc)}") from None
     db = rdir / "online-store.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
@@ -318,10 +414,15 @@ def run_replay(
     # 1. Validate the input file (what producers' SDKs would refuse); valid events go to Flink.
     labels: dict[str, int] = {}
     warmup: set[str] = set()
+    # Warm-up events get their own tids on the way into Flink, so a real event sharing a warm-up
+    # line's tid is still decided (the original tid is only the producer's, not unique).
+    warmup_prefix = f"warmup-{uuid.uuid4().hex}-"
     n_lines = n_valid = 0
     flink_in = rdir / "flink-input.jsonl"
     with events_path.open("rb") as src, flink_in.open("w", encoding="utf-8") as dst:
         for lineno, raw in enumerate(src, 1):
+            if lineno == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]  # a UTF-8 byte-order mark some editors write
             if not raw.strip():
                 continue
             n_lines += 1
@@ -332,6 +433,7 @@ def run_replay(
                 continue
             if ev.pop("warmup", False) is True:  # history for the windows only (streaming/events.py)
                 n_lines -= 1
+                ev["tid"] = f"{warmup_prefix}{lineno}"
                 warmup.add(ev["tid"])
             else:
                 n_valid += 1
@@ -353,6 +455,7 @@ def run_replay(
     # 3. Both handlers on Kinesis-shaped batches, local clients.
     store = LocalFeatureStoreRuntime(db)
     publisher = SnapshotPublisher(snapshots_dir, store)
+    fs_client, sink_client, queue_client = store, sink, queue
     name, url, server = (None, None, None)
     latencies: list[float] = []
     n_decisions = n_late = n_flagged = enriched_count = n_flink_rejects = 0
@@ -363,7 +466,13 @@ def run_replay(
     try:
         if n_valid:
             name, url, server = _endpoint(work_dir, endpoint_url)
-            runtime = LocalSageMakerRuntime({name: url})
+            runtime: Any = LocalSageMakerRuntime({name: url})
+            if wrap_clients is not None:
+                wrapped = wrap_clients(
+                    {"featurestore": store, "runtime": runtime, "kinesis": sink, "sqs": queue}
+                )
+                fs_client, runtime = wrapped["featurestore"], wrapped["runtime"]
+                sink_client, queue_client = wrapped["kinesis"], wrapped["sqs"]
             icfg = ingest.Config(failure_queue_url=queue_url)
             scfg = score.Config(endpoint_name=name, failure_queue_url=queue_url, threshold=threshold)
             decided: list[dict[str, Any]] = []
@@ -386,14 +495,14 @@ def run_replay(
                     seq += len(pending)
                     t0 = time.perf_counter()
                     with contextlib.redirect_stdout(lambda_log):
-                        r1 = ingest.process_batch(ev, featurestore=store, sqs=queue, config=icfg)
+                        r1 = ingest.process_batch(ev, featurestore=fs_client, sqs=queue_client, config=icfg)
                         t1 = time.perf_counter()
                         r2 = score.process_batch(
                             ev,
-                            featurestore=store,
+                            featurestore=fs_client,
                             runtime=runtime,
-                            kinesis=sink,
-                            sqs=queue,
+                            kinesis=sink_client,
+                            sqs=queue_client,
                             config=scfg,
                             on_decisions=collect,
                         )
@@ -442,7 +551,10 @@ def run_replay(
                 if len(batch) >= batch_size:
                     flush()
             flush()
+            consumer = common.DecisionDeduplicator()  # the summary counts each event's decision once
             for d in decided:
+                if not consumer.accept(d):
+                    continue
                 n_decisions += 1
                 n_late += bool(d["late"])
                 n_flagged += bool(d["fraud"])
@@ -471,6 +583,7 @@ def run_replay(
         "labelled": bool(labels),
         "precision": (tp / (tp + fp) if tp + fp else 0.0) if labels else None,
         "recall": (tp / (tp + fn) if tp + fn else 0.0) if labels else None,
+        "duplicates_dropped": sink.duplicates_dropped,
         "redelivered": redelivered,
         "failed_after_redelivery": lost,
         "snapshots_published": [time.strftime("%Y-%m-%d", time.gmtime(d * DAY)) for d in publisher.days],
@@ -506,6 +619,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f"events {s['events']:,}  decisions {s['decisions']:,}  rejects {s['rejects']:,}  late {s['late']:,}  "
         f"fraud flagged {s['fraud_flagged']:,}",
     ]
+    if s.get("duplicates_dropped") or s.get("redelivered"):
+        lines.append(
+            f"re-delivered records {s.get('redelivered', 0):,}; duplicate decisions dropped "
+            f"{s.get('duplicates_dropped', 0):,} (one decision per event, by decision_id)"
+        )
     if s.get("labelled"):
         lines.append(f"precision {s['precision']:.3f}  recall {s['recall']:.3f}")
     lines.append(
@@ -533,12 +651,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", default=None, help="rejects JSON lines (default: OUT.rejects.jsonl)")
     p.add_argument(
         "--watermark-seconds",
-        type=int,
+        type=_non_negative_int,
         default=DEFAULT_WATERMARK_SECONDS,
         help="bounded out-of-orderness of the Flink watermark (default: %(default)s)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Kinesis batch size for the Lambdas"
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="Kinesis batch size for the Lambdas",
     )
     p.add_argument(
         "--endpoint-url", default=None, help="use this running endpoint instead of the deployed model"
@@ -547,7 +668,38 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cli)
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cli(args: argparse.Namespace) -> int:
+    """Exit 0, 2 (one-line error), 130 (Ctrl-C) or 143 (SIGTERM); the Flink job never outlives it."""
+    from pipeline.local.signals import Terminated, describe, exit_code, terminate_as_exception
+
+    try:
+        with terminate_as_exception():
+            return _run_cli(args)
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(
+            f"error: replay {describe(exc)}; the Flink job was stopped, rerun to start over", file=sys.stderr
+        )
+        return exit_code(exc)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
     try:
         s = run_replay(
             args.work_dir,

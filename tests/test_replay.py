@@ -309,3 +309,167 @@ def test_replay_unreadable_inputs_are_one_line_errors(tmp_path, monkeypatch, cap
     assert args.handler(args) == 2
     err = _errors(capsys)
     assert len(err) == 1 and "lacks column(s): cc_num, cutoff" in err[0], err
+
+
+# --- issue 9: nothing lost, nothing counted twice, one-line errors, no Flink left behind ----------
+def _echo_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path, **_: object) -> float:
+    """Stands in for the Flink job: every input event comes out on time with a 1-event window."""
+    w = spec.SHORT_WINDOW
+    sink.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for line in source.read_text().splitlines():
+        ev = json.loads(line)
+        rows.append(ev | {w.count_name: 1, w.avg_name: ev["amount"], "late": False, "raw": None})
+    (sink / "part-0").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0.0
+
+
+def _events(n: int, **extra: object) -> list[dict]:
+    return [
+        {"tid": f"t{i}", "cc_num": 1 + i % 3, "amount": 10.0 + i, "trans_ts": D0 + 60.0 + i} for i in range(n)
+    ]
+
+
+def test_event_sharing_a_warmup_tid_is_decided_and_bom_is_accepted(tmp_path, monkeypatch):
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    warm = {"tid": "t0", "cc_num": 1, "amount": 5.0, "trans_ts": D0 + 1.0, "warmup": True}
+    events = tmp_path / "events.jsonl"
+    lines = [json.dumps(warm)] + [json.dumps(e) for e in _events(5)]
+    events.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")  # BOM, as some editors write
+    out = tmp_path / "d.jsonl"
+    s = replay.run_replay(work, events, out, progress=False)
+    tids = sorted(json.loads(x)["tid"] for x in out.read_text().splitlines())
+    assert tids == ["t0", "t1", "t2", "t3", "t4"]  # t0 shares the warm-up line's tid: still decided
+    assert (s["events"], s["decisions"], s["rejects"], s["warmup_events"]) == (5, 5, 0, 1)
+
+
+class StickyFailingKinesis:
+    """PutRecords where the decisions of some events fail every in-place retry of their first
+    delivery (a throttled shard), so the handler reports them and the batch is re-delivered."""
+
+    def __init__(self, inner, sticky_tids: set[str], attempts: int = 6) -> None:
+        self.inner, self.sticky, self.attempts, self.tries = inner, sticky_tids, attempts, {}
+
+    def put_records(self, *, StreamName, Records):
+        out, ok = [], []
+        for r in Records:
+            tid = json.loads(r["Data"])["tid"]
+            self.tries[tid] = self.tries.get(tid, 0) + 1
+            if tid in self.sticky and self.tries[tid] <= self.attempts:
+                out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"})
+            else:
+                ok.append(r)
+                out.append({"SequenceNumber": "1", "ShardId": "shardId-0"})
+        self.inner.put_records(StreamName=StreamName, Records=ok)
+        return {"FailedRecordCount": len(Records) - len(ok), "Records": out}
+
+
+def test_redelivered_decisions_are_counted_once(tmp_path, monkeypatch):
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _events(300)))
+    out = tmp_path / "d.jsonl"
+
+    def flaky(clients: dict) -> dict:
+        return clients | {"kinesis": StickyFailingKinesis(clients["kinesis"], {"t10", "t160"})}
+
+    s = replay.run_replay(work, events, out, progress=False, batch_size=50, wrap_clients=flaky)
+    decided = [json.loads(x) for x in out.read_text().splitlines()]
+    # Batches [0, 50) and [150, 200) were re-delivered from t10 and t160 on: 40 + 40 records.
+    assert s["redelivered"] == 80 and s["duplicates_dropped"] == 78  # all but t10, t160 were decided twice
+    assert len(decided) == len({d["decision_id"] for d in decided}) == s["decisions"] == 300
+    assert sorted(d["tid"] for d in decided) == sorted(f"t{i}" for i in range(300))
+
+
+def test_cli_output_folder_watermark_and_endpoint_url_errors(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _events(3)))
+    parser = argparse.ArgumentParser()
+    replay.add_commands(parser.add_subparsers())
+    base = ["replay", "--work-dir", str(work), "--events", str(events)]
+
+    # --out into a folder that does not exist yet: created.
+    out = tmp_path / "new" / "deeper" / "d.jsonl"
+    args = parser.parse_args([*base, "--out", str(out)])
+    assert args.handler(args) == 0 and len(out.read_text().splitlines()) == 3
+    capsys.readouterr()
+    # --out naming a directory: one line.
+    args = parser.parse_args([*base, "--out", str(tmp_path / "new")])
+    assert args.handler(args) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[replay]")]
+    assert len(err) == 1 and "is a directory" in err[0]
+    # A negative watermark is refused by the argument parser, before anything starts.
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args([*base, "--out", str(out), "--watermark-seconds", "-1"])
+    assert info.value.code == 2 and "must be >= 0" in capsys.readouterr().err
+    # An unreachable --endpoint-url is an error, not a silent fallback to the deployed model.
+    args = parser.parse_args([*base, "--out", str(out), "--endpoint-url", "http://127.0.0.1:9"])
+    assert args.handler(args) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[replay]")]
+    assert err == ["error: --endpoint-url http://127.0.0.1:9 does not answer GET /ping"]
+
+
+def test_replay_does_not_score_with_another_servers_model_on_the_recorded_port(tmp_path, monkeypatch):
+    """The record's port answered by someone else (another work dir's server): not used."""
+    from training.serve import LocalEndpointServer
+
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    record_path = work / "endpoint" / "deployed.json"
+    record = json.loads(record_path.read_text())
+    other = LocalEndpointServer(record["model_data"], model_version="99").start()
+    try:
+        record |= {"url": other.url, "port": other.port, "pid": 1, "instance_id": "mine"}
+        record_path.write_text(json.dumps(record))
+        events = tmp_path / "events.jsonl"
+        events.write_text("".join(json.dumps(e) + "\n" for e in _events(3)))
+        s = replay.run_replay(work, events, tmp_path / "d.jsonl", progress=False)
+    finally:
+        other.stop()
+    assert s["decisions"] == 3 and s["endpoint"] != other.url
+
+
+def test_sigterm_during_replay_leaves_no_flink_process(tmp_path):
+    """`replay` killed by SIGTERM while Flink runs: exit 143, one line, the Flink process group gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _events(3)))
+    pids = tmp_path / "pids"
+    fake = tmp_path / "fake-flink-python"  # stands in for .venv-flink/bin/python: a job and its "JVM"
+    fake.write_text(f"#!/bin/sh\nsleep 300 & echo $! >> {pids}\necho $$ >> {pids}\nwait\n")
+    fake.chmod(0o755)
+    proc = subprocess.Popen(
+        [sys.executable, "run_pipeline.py", "replay", "--work-dir", str(work), "--events", str(events),
+         "--out", str(tmp_path / "d.jsonl")],
+        cwd=ROOT, env={**os.environ, "FLINK_PYTHON": str(fake)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = [int(p) for p in pids.read_text().split()]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    errors = [x for x in err.splitlines() if not x.startswith("[replay]")]
+    assert len(errors) == 1 and errors[0].startswith("error: replay terminated (SIGTERM)"), err
+    time.sleep(0.2)
+    assert [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"] == []
