@@ -211,6 +211,11 @@ def train(
     _check_labels(y_train, "train")
     if y_val is not None:
         _check_labels(y_val, "validation")
+        if not (y_val == 1).any():  # aucpr would be NaN and early stopping would keep round 0
+            raise TrainingError(
+                f"validation channel has no positive (fraud) rows among {len(y_val)}: early stopping "
+                "cannot measure the model; use more data or a longer validation window"
+            )
     weight = resolve_scale_pos_weight(params["scale_pos_weight"], y_train)
     print(
         f"train: {len(y_train)} rows ({int(y_train.sum())} positive), "
