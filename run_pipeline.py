@@ -4,6 +4,7 @@
     python run_pipeline.py local  ...   # whole batch half locally (then a streaming replay)
     python run_pipeline.py replay ...   # streaming path locally on an events file
     python run_pipeline.py definition | upsert | start | status | approve   # AWS
+    python run_pipeline.py send | decisions   # streaming demo on AWS (decisions --work-dir: local)
 
 Each subcommand lives in its own module, which registers its arguments here.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import aws_cli, local_runner
+from pipeline import aws_cli, aws_stream, local_runner
 from streaming import replay
 
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_runner.add_commands(commands)
     replay.add_commands(commands)
     aws_cli.add_commands(commands)
+    aws_stream.add_commands(commands)
     return parser
 
 
