@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 WORK_DIR ?= work/demo
 DEMO_ARGS ?=
 
-.PHONY: install java-check test lint demo bench package deploy clean
+.PHONY: install java-check test lint demo bench package deploy smoke clean
 
 # Idempotent: re-runs only when a lock file changes (stamps inside the venvs).
 install: java-check $(VENV)/.installed $(FLINK_VENV)/.installed
@@ -49,6 +49,10 @@ package: install
 
 deploy: package
 	bash infra/deploy.sh
+
+# A real account, after `make deploy`: upsert, run, approve, send 1,000 events, check each was decided once.
+smoke: install
+	bash infra/smoke.sh
 
 clean:
 	rm -rf work dist .pytest_cache

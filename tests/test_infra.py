@@ -792,3 +792,88 @@ def test_render_check_cli_reports_stale_files(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ smoke script
+_SMOKE_AWS = r"""#!/usr/bin/env bash
+echo "aws $*" >> "$AWS_STUB_LOG"
+case "$1 $2" in
+  "cloudformation describe-stacks")
+    case "$*" in
+      *EndpointName*) echo "fraud-detection-endpoint" ;;
+      *FlinkApplicationName*) echo "fraud-detection-card-features" ;;
+    esac ;;
+  "sagemaker describe-endpoint")
+    n=$(cat "$AWS_STUB_LOG.n" 2>/dev/null || echo 0); echo $((n + 1)) > "$AWS_STUB_LOG.n"
+    if [ "$n" -lt 2 ]; then printf 'Updating\tfraud-detection-endpoint-v2-aaaaaa\n'
+    else printf 'InService\tfraud-detection-endpoint-v3-bbbbbb\n'; fi ;;
+  "kinesisanalyticsv2 describe-application") echo "${FLINK_STATUS:-RUNNING}" ;;
+  *) echo "unexpected aws call: $*" >&2; exit 99 ;;
+esac
+"""
+_SMOKE_PY = r"""#!/usr/bin/env bash
+echo "py $*" >> "$AWS_STUB_LOG"
+[ "$2" = "${FAIL_AT:-}" ] && { echo "error: $2 failed" >&2; exit 1; }
+[ "$2" = "approve" ] && echo "fraud-detection-models version 3: Approved"
+exit 0
+"""
+
+
+def _run_smoke(tmp_path: Path, **env_extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("aws", _SMOKE_AWS), ("py", _SMOKE_PY)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_STUB_LOG": str(log),
+        "AWS_REGION": "eu-west-1",
+        "PYTHON": str(bin_dir / "py"),
+        "SMOKE_DIR": str(tmp_path / "smoke"),
+        "SMOKE_POLL_SECONDS": "0",
+        **env_extra,
+    }
+    proc = subprocess.run(
+        ["bash", str(INFRA / "smoke.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+def test_smoke_runs_every_step_in_order_and_waits_for_the_approved_version(tmp_path):
+    proc, calls = _run_smoke(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    steps = [
+        line.removeprefix("== smoke: ") for line in proc.stderr.splitlines() if line.startswith("== smoke: ")
+    ]
+    assert steps == ["upsert", "start", "approve", "endpoint", "flink", "send", "decisions"]
+    py = [c.split()[2] for c in calls if c.startswith("py ")]
+    assert py == ["upsert", "start", "approve", "send", "decisions"]
+    assert any("upsert --region eu-west-1 --stack fraud-detection-pipeline" in c for c in calls)
+    assert any("start --region eu-west-1 --wait" in c for c in calls)
+    assert any("approve --region eu-west-1 --latest" in c for c in calls)
+    send = next(c for c in calls if c.startswith("py run_pipeline.py send"))
+    assert "--rows 1000" in send and f"--out {tmp_path}/smoke/sent.jsonl" in send
+    decisions = next(c for c in calls if c.startswith("py run_pipeline.py decisions"))
+    assert f"--expect {tmp_path}/smoke/sent.jsonl" in decisions
+    assert sum(c.startswith("aws sagemaker describe-endpoint") for c in calls) == 3  # until v3 is InService
+    assert "smoke OK" in proc.stderr
+    assert re.search(r"^smoke: install\n\tbash infra/smoke.sh$", (REPO / "Makefile").read_text(), re.MULTILINE)
+
+
+@pytest.mark.parametrize("fail_at", ["upsert", "start", "approve", "send", "decisions"])
+def test_smoke_exits_non_zero_naming_the_failing_step(tmp_path, fail_at):
+    proc, calls = _run_smoke(tmp_path, FAIL_AT=fail_at)
+    assert proc.returncode != 0
+    assert f"smoke FAILED at step {fail_at}" in proc.stderr
+    assert not any(c.startswith("py run_pipeline.py") and c.split()[2] == "decisions" for c in calls) or (
+        fail_at == "decisions"
+    )
+
+
+def test_smoke_stops_when_flink_is_not_running(tmp_path):
+    proc, calls = _run_smoke(tmp_path, FLINK_STATUS="READY")
+    assert proc.returncode == 1 and "smoke FAILED at step flink" in proc.stderr and "READY" in proc.stderr
+    assert not any(" send " in c for c in calls)
