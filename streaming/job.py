@@ -1,10 +1,15 @@
-"""The PyFlink 1.20 streaming job: 10-minute per-card aggregates with late-event flagging.
+"""The PyFlink 1.20 streaming job: every streaming feature of the specification, per card, in keyed state.
 
 Locally (bounded JSON-lines file in, JSON-lines directory out; terminates at end of input):
-    .venv-flink/bin/python streaming/job.py --source-path IN.jsonl --sink-path OUT_DIR [--watermark-seconds N]
+    .venv-flink/bin/python streaming/job.py --source-path IN.jsonl --sink-path OUT_DIR \
+        [--watermark-seconds N] [--allowed-lateness-seconds S] [--emit on-watermark|on-arrival] \
+        [--feature-spec SPEC.json] [--max-event-time EPOCH_S] [--execution-mode thread|process]
 On Managed Service for Apache Flink (no arguments): Kinesis in/out, configured by the property
-group `FraudFeatures` in /etc/flink/application_properties.json.
-The SQL comes from streaming/sql.py (generated from features/spec.py).
+group `FraudFeatures` in /etc/flink/application_properties.json (`PROPERTY_KEYS` below).
+
+Pipeline: SQL source (raw text + `rowtime` + watermark, streaming/sql.py) -> DataStream keyed by
+card -> `CardFeatures` (a `KeyedProcessFunction`: parsing and validation, streaming/parse.py; the
+per-card rules, streaming/keyed.py over features/compute.py) -> SQL sink (streaming/sql.py).
 """
 
 from __future__ import annotations
@@ -13,17 +18,44 @@ import argparse
 import json
 import os
 import sys
+import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # script mode: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO_ROOT))
 
-from streaming import sql
+from features import spec  # noqa: E402
+from streaming import keyed, sql  # noqa: E402
 
 PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FraudFeatures"
 DEFAULT_WATERMARK_SECONDS = sql.DEFAULT_WATERMARK_SECONDS
+DEFAULT_EXECUTION_MODE = "thread"
+"""PyFlink runs the Python operator inside the JVM (pemja): ~30x the throughput of `process` here
+(docs/streaming.md). Managed Service for Apache Flink lists `python.execution-mode` among the
+properties an application may set in its code ("Programmatic Flink configuration properties");
+the property `python.execution-mode` of the group switches back to `process`."""
+
+PROPERTY_KEYS: dict[str, str] = {
+    "transactions.stream.arn": "source stream ARN (required)",
+    "card-features.stream.arn": "sink stream ARN (required)",
+    "aws.region": "default: the source ARN's region",
+    "stream.initpos": "LATEST | TRIM_HORIZON (default LATEST)",
+    "watermark.seconds": f"bounded out-of-orderness (default {DEFAULT_WATERMARK_SECONDS})",
+    "allowed.lateness.seconds": f"default {keyed.DEFAULT_ALLOWED_LATENESS_SECONDS}",
+    "emit.mode": f"{' | '.join(keyed.EMIT_MODES)} (default {keyed.EMIT_ON_WATERMARK})",
+    "future.skew.seconds": f"reject events further ahead of the wall clock (default {spec.FUTURE_SKEW_SECONDS})",
+    "feature.spec": "FeatureSpec JSON (FeatureSpec.to_json) or a file in the application; default spec.SPEC",
+    "python.execution-mode": f"thread | process (default {DEFAULT_EXECUTION_MODE})",
+    "source.idle-timeout.seconds": "an idle shard stops holding the watermark after this (default 30)",
+}
+"""Every key of the `FraudFeatures` group the job reads (infra/streaming.yaml sets them)."""
+
+IDLE_TIMEOUT_SECONDS = 30
+"""A Kinesis shard without traffic must not hold the watermark (and every emission) back forever."""
 
 
 def load_application_properties(path: str = PROPERTIES_FILE) -> dict[str, str] | None:
@@ -35,6 +67,14 @@ def load_application_properties(path: str = PROPERTIES_FILE) -> dict[str, str] |
         if group.get("PropertyGroupId") == PROPERTY_GROUP:
             return {str(k): str(v) for k, v in group.get("PropertyMap", {}).items()}
     return None
+
+
+def load_feature_spec(value: str | None, base: Path = REPO_ROOT) -> spec.FeatureSpec:
+    """`spec.SPEC`, or a FeatureSpec from JSON text or from a JSON file."""
+    if not value:
+        return spec.SPEC
+    text = value if value.lstrip().startswith("{") else (base / value).read_text()
+    return spec.FeatureSpec.from_json(text)
 
 
 def config_from_properties(props: dict[str, str]) -> tuple[sql.ConnectorConfig, int]:
@@ -65,42 +105,252 @@ def config_from_properties(props: dict[str, str]) -> tuple[sql.ConnectorConfig, 
     return conn, int(float(props.get("watermark.seconds", DEFAULT_WATERMARK_SECONDS)))
 
 
-IDLE_TIMEOUT = "30 s"
-"""A Kinesis shard without traffic must not hold the watermark (and every window) back forever."""
+def job_options_from_properties(props: dict[str, str]) -> dict[str, Any]:
+    """The job's options (`run` keywords) from the property group, checked."""
+    return {
+        "settings": keyed.Settings(
+            fs=load_feature_spec(props.get("feature.spec")),
+            allowed_lateness_ms=int(
+                float(props.get("allowed.lateness.seconds", keyed.DEFAULT_ALLOWED_LATENESS_SECONDS)) * 1000
+            ),
+            emit=props.get("emit.mode", keyed.EMIT_ON_WATERMARK),
+        ),
+        "future_skew_seconds": float(props.get("future.skew.seconds", spec.FUTURE_SKEW_SECONDS)),
+        "execution_mode": props.get("python.execution-mode", DEFAULT_EXECUTION_MODE),
+        "idle_timeout_seconds": int(float(props.get("source.idle-timeout.seconds", IDLE_TIMEOUT_SECONDS))),
+    }
 
 
-def build_table_env(parallelism: int | None = None, idle_timeout: str | None = None):
-    """Streaming-mode TableEnvironment in UTC (late routing needs watermarks: never batch mode)."""
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+# --- the keyed function --------------------------------------------------------------------------
+def _card_key(value: Any) -> int:
+    from streaming.parse import card_of
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    return card_of(value[0])
+
+
+def _make_function(settings: keyed.Settings):
+    """The `KeyedProcessFunction` (defined here so that importing this module needs no PyFlink)."""
+    from pyflink.common import Row
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    n_features = len(settings.fs.streaming_features)
+    n_input = len(sql.INPUT_COLUMNS)
+
+    class CardFeatures(KeyedProcessFunction):
+        """Parse + validate each record, then the card's rules (streaming/keyed.py)."""
+
+        def __init__(self, settings_json: str, lateness_ms: int, emit: str) -> None:
+            self.settings_json, self.lateness_ms, self.emit = settings_json, lateness_ms, emit
+
+        def open(self, runtime_context: RuntimeContext) -> None:
+            from streaming.parse import parse
+
+            self.parse = parse
+            self.settings = keyed.Settings(
+                spec.FeatureSpec.from_json(self.settings_json), self.lateness_ms, self.emit
+            )
+            self.state = runtime_context.get_state(ValueStateDescriptor("card", Types.PICKLED_BYTE_ARRAY()))
+            self.rejected_nulls = (None,) * (n_features + len(keyed.LATENESS_FLAGS))
+            self.counters: dict[str, Any] = {}
+            try:
+                group = runtime_context.get_metrics_group()
+                for name in ("late", "beyondLateness", "rejected"):
+                    self.counters[name] = group.counter(name)
+            except Exception:  # metrics are optional (not every execution mode offers them)
+                self.counters = {}
+
+        def _count(self, name: str) -> None:
+            c = self.counters.get(name)
+            if c is not None:
+                c.inc()
+
+        def _reject(self, raw: str, reason: str):
+            self._count("rejected")
+            card = _card_key((raw,))
+            return Row(None, card, *(None,) * (n_input - 2), *self.rejected_nulls, raw, reason)
+
+        def process_element(self, value, ctx):
+            raw = value[0]
+            fields, reason = self.parse(raw)
+            ts_ms = ctx.timestamp()
+            if fields is not None and ts_ms == 0 and fields[3] != 0:
+                fields, reason = (
+                    None,
+                    (
+                        f"{spec.EVENT_TIME} {fields[3]!r} is beyond the accepted event time "
+                        "(wall clock + future skew on a live stream, the data's end in a replay)"
+                    ),
+                )
+            if fields is None:
+                yield self._reject(raw, reason)
+                return
+            stored = self.state.value()
+            card = keyed.CardState(self.settings, stored)
+            timers = ctx.timer_service()
+            out, timer = card.on_event(fields, fields[3], fields[2], ts_ms, timers.current_watermark())
+            if timer is not None:
+                timers.register_event_time_timer(timer)
+            timers.register_event_time_timer(keyed.cleanup_timer_ms(ts_ms, self.settings))
+            self.state.update(card.stored())
+            for r in out:
+                if r[-2]:
+                    self._count("late")
+                if r[-1]:
+                    self._count("beyondLateness")
+                yield Row(*r, None, None)
+
+        def on_timer(self, timestamp, ctx):
+            stored = self.state.value()
+            if stored is None:
+                return
+            card = keyed.CardState(self.settings, stored)
+            out = card.on_watermark(timestamp, _ts, _amount)
+            card.clean_up(ctx.timer_service().current_watermark())
+            if card.is_empty():
+                self.state.clear()
+            else:
+                self.state.update(card.stored())
+            for r in out:
+                yield Row(*r, None, None)
+
+    return CardFeatures(settings.fs.to_json(), settings.allowed_lateness_ms, settings.emit)
+
+
+def _ts(row: tuple) -> float:
+    return row[3]
+
+
+def _amount(row: tuple) -> float:
+    return row[2]
+
+
+_FLINK_TYPES = {"STRING": "STRING", "BIGINT": "LONG", "DOUBLE": "DOUBLE", "INT": "INT", "BOOLEAN": "BOOLEAN"}
+
+
+def output_type_info(fs: spec.FeatureSpec):
+    from pyflink.common.typeinfo import Types
+
+    cols = sql.output_columns(fs)
+    return Types.ROW_NAMED([n for n, _ in cols], [getattr(Types, _FLINK_TYPES[t])() for _, t in cols])
+
+
+# --- environment -------------------------------------------------------------------------------
+def _embedded_pythonpath() -> str:
+    """Thread mode runs Python inside the JVM (pemja): it sees PYTHONPATH, not this venv's sys.path,
+    so the venv's site-packages and the repository root are put there before the JVM starts."""
+    parts = [str(REPO_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    old = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(dict.fromkeys([*parts, *([old] if old else [])]))
+
+
+def build_envs(
+    parallelism: int | None,
+    execution_mode: str,
+    idle_timeout_seconds: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_interval_ms: int | None = None,
+    restore_from: str | None = None,
+):
+    """StreamExecutionEnvironment + StreamTableEnvironment in UTC, Python in the chosen mode."""
+    if execution_mode not in ("thread", "process"):
+        raise ValueError(f"python.execution-mode must be thread or process, got {execution_mode!r}")
+    os.environ["PYTHONPATH"] = _embedded_pythonpath()
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import EnvironmentSettings, StreamTableEnvironment
+
+    config = Configuration()
+    config.set_string("python.execution-mode", execution_mode)
+    config.set_string("python.executable", sys.executable)
+    config.set_string("python.client.executable", sys.executable)
+    if checkpoint_dir:
+        config.set_string("state.checkpoints.dir", Path(checkpoint_dir).resolve().as_uri())
+        config.set_string(
+            "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
+        )
+    if restore_from:
+        config.set_string("execution.savepoint.path", restore_from)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    if parallelism:
+        env.set_parallelism(parallelism)
+    if checkpoint_interval_ms:
+        env.enable_checkpointing(checkpoint_interval_ms)
+    t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
     conf.set("table.local-time-zone", "UTC")
-    if parallelism:
-        conf.set("parallelism.default", str(parallelism))
-    if idle_timeout:
-        conf.set("table.exec.source.idle-timeout", idle_timeout)
-    return t_env
+    if idle_timeout_seconds:
+        conf.set("table.exec.source.idle-timeout", f"{idle_timeout_seconds} s")
+    return env, t_env
 
 
-def run(conn: sql.ConnectorConfig, watermark_seconds: int, parallelism: int | None = None, wait: bool = True):
-    """Create the tables and submit the INSERT; wait for a bounded (local) run to finish."""
-    t_env = build_table_env(parallelism, IDLE_TIMEOUT if conn.kind == "kinesis" else None)
-    *ddl, insert = sql.statements(conn, watermark_seconds)
-    for stmt in ddl:
+def run(
+    conn: sql.ConnectorConfig,
+    watermark_seconds: int,
+    *,
+    settings: keyed.Settings | None = None,
+    parallelism: int | None = None,
+    execution_mode: str = DEFAULT_EXECUTION_MODE,
+    max_event_time: float | None = None,
+    future_skew_seconds: float | None = None,
+    idle_timeout_seconds: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_interval_ms: int | None = None,
+    restore_from: str | None = None,
+    wait: bool = True,
+):
+    """Create the tables, wire source -> keyed function -> sink and submit; wait for a bounded run."""
+    from pyflink.common.typeinfo import Types
+
+    settings = settings or keyed.Settings()
+    _env, t_env = build_envs(
+        parallelism,
+        execution_mode,
+        idle_timeout_seconds,
+        checkpoint_dir,
+        checkpoint_interval_ms,
+        restore_from,
+    )
+    for stmt in sql.statements(conn, watermark_seconds, settings.fs, max_event_time, future_skew_seconds):
         t_env.execute_sql(stmt)
-    result = t_env.execute_sql(insert)
+    source = t_env.to_data_stream(t_env.sql_query(sql.source_query()))
+    enriched = (
+        source.key_by(_card_key, key_type=Types.LONG())
+        .process(_make_function(settings), output_type=output_type_info(settings.fs))
+        .uid("card-features")
+        .name("card-features")
+    )
+    result = t_env.from_data_stream(enriched).execute_insert(sql.SINK_TABLE)
     if wait:
         result.wait()
     return result
 
 
+# --- command line --------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source-path", help="input events, JSON lines (file or directory); local mode")
-    p.add_argument("--sink-path", help="output directory for enriched events (JSON lines); local mode")
+    p.add_argument("--sink-path", help="output directory for enriched events (JSON lines), or 'print'")
     p.add_argument("--watermark-seconds", type=int, default=None, help="bounded out-of-orderness (s)")
     p.add_argument("--parallelism", type=int, default=1, help="local parallelism (1 keeps file order)")
+    p.add_argument("--feature-spec", default=None, help="FeatureSpec JSON file (default: features.spec.SPEC)")
+    p.add_argument("--allowed-lateness-seconds", type=float, default=keyed.DEFAULT_ALLOWED_LATENESS_SECONDS)
+    p.add_argument("--emit", choices=keyed.EMIT_MODES, default=keyed.EMIT_ON_WATERMARK)
+    p.add_argument(
+        "--max-event-time",
+        type=float,
+        default=None,
+        help="reject events after this epoch second (a replay's data end); default wall clock + skew",
+    )
+    p.add_argument("--future-skew-seconds", type=float, default=spec.FUTURE_SKEW_SECONDS)
+    p.add_argument("--execution-mode", choices=("thread", "process"), default=DEFAULT_EXECUTION_MODE)
+    p.add_argument(
+        "--monitor-interval", default=None, help="keep watching the source directory (unbounded), e.g. '1 s'"
+    )
+    p.add_argument("--checkpoint-dir", default=None, help="retain checkpoints here (local restart tests)")
+    p.add_argument("--checkpoint-interval-ms", type=int, default=None)
+    p.add_argument("--restore-from", default=None, help="a retained checkpoint or savepoint to start from")
     return p.parse_args(argv)
 
 
@@ -113,14 +363,36 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.source_path).exists():
             print(f"error: no such input: {args.source_path}", file=sys.stderr)
             return 2
+        try:
+            settings = keyed.Settings(
+                fs=load_feature_spec(args.feature_spec, Path.cwd()),
+                allowed_lateness_ms=int(args.allowed_lateness_seconds * 1000),
+                emit=args.emit,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        extra = {"source.monitor-interval": args.monitor_interval} if args.monitor_interval else {}
         conn = sql.ConnectorConfig(
             kind="filesystem",
             source=str(Path(args.source_path).resolve()),
-            sink=str(Path(args.sink_path).resolve()),
+            sink=args.sink_path if args.sink_path == "print" else str(Path(args.sink_path).resolve()),
+            extra_source=extra,
         )
         wm = DEFAULT_WATERMARK_SECONDS if args.watermark_seconds is None else args.watermark_seconds
         t0 = time.perf_counter()
-        run(conn, wm, parallelism=args.parallelism)
+        run(
+            conn,
+            wm,
+            settings=settings,
+            parallelism=args.parallelism,
+            execution_mode=args.execution_mode,
+            max_event_time=args.max_event_time,
+            future_skew_seconds=args.future_skew_seconds,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_interval_ms=args.checkpoint_interval_ms,
+            restore_from=args.restore_from,
+        )
         print(json.dumps({"status": "finished", "seconds": round(time.perf_counter() - t0, 3)}), flush=True)
         return 0
     props = load_application_properties()
@@ -132,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         conn, wm = config_from_properties(props)
-    except ValueError as exc:
+        options = job_options_from_properties(props)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.watermark_seconds is not None:
         wm = args.watermark_seconds
-    run(conn, wm, wait=False)  # Managed Flink keeps the unbounded job running
+    run(conn, wm, wait=False, **options)  # Managed Flink keeps the unbounded job running
     return 0
 
 

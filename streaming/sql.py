@@ -1,23 +1,22 @@
-"""Flink SQL of the streaming job, generated from the feature specification.
+"""Flink SQL of the streaming job (source and sink tables), generated from the feature specification.
 
-Pure string generation (no PyFlink import) so the main venv can test it and the
-infra helper can render it. The job (streaming/job.py) executes these statements.
+Pure string generation (no PyFlink import) so the main venv can test it and the infra helper can
+render it. The job (streaming/job.py) executes these statements; the per-card features are computed
+by a PyFlink `KeyedProcessFunction` (streaming/keyed.py), not in SQL.
 
-Semantics (DESIGN.md "Feature semantics", "Streaming path"):
-- the source reads each record as one raw STRING (format `raw`) and extracts the fields with
-  JSON_VALUE/JSON_QUERY + TRY_CAST, strictly typed: a record that is not a JSON object, has a
-  wrong-typed field, or fails `features.spec.valid_event_sql()` is not dropped (as
-  `json.ignore-parse-errors` would) but forwarded with its raw text in `raw` and NULL aggregates,
-  so the Lambdas reject it to the failure destination with the reason;
-- event time = `trans_ts` (epoch seconds, float) as TIMESTAMP_LTZ(3), rounded to the millisecond;
+Semantics (docs/streaming.md):
+- the source reads each record as one raw STRING (format `raw`): nothing is dropped at decoding;
+  the record's text goes to the Python operator, which parses and validates it
+  (streaming/parse.py) and forwards a record it cannot accept with `raw` and `reject_reason`;
+- event time `rowtime` = `trans_ts` (epoch seconds, float) as TIMESTAMP_LTZ(3), rounded to the
+  millisecond, *only when it is a plausible time*: within [0, spec.MAX_EVENT_TIME] and not beyond
+  the accepted bound — wall clock + `spec.FUTURE_SKEW_SECONDS` on a live stream, or a fixed
+  `max_event_time` (the end of a replay's data). Any other record gets the placeholder epoch 0, so
+  a far-future or unreadable time never advances the watermark; the Python operator rejects
+  such an event with its reason (`rowtime` 0 and `trans_ts` > 0);
 - bounded out-of-orderness watermark `rowtime - N seconds`;
-- an event is *late* when its rowtime <= CURRENT_WATERMARK at arrival: Flink's OVER operator
-  would silently drop it, so it is routed around the OVER window and emitted with `late = TRUE`
-  and features from what the job knows about it for sure: the event itself (count 1, average =
-  its amount). On-time events get the exact window `[ts - 10 min, ts]`, peers included.
-- the window sum is accumulated as DECIMAL: the OVER operator adds and *retracts* rows, and a
-  DOUBLE running sum drifts by rounding residue over a card's lifetime (enough to break the
-  1e-9 relative parity with Spark for small amounts); a DECIMAL sum is exact.
+- the sink holds the input fields, every `fs.streaming_features`, the lateness flags, `raw` and
+  `reject_reason` (the last two NULL on valid events).
 """
 
 from __future__ import annotations
@@ -25,24 +24,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from features import spec
+from streaming import keyed
 
 SOURCE_TABLE = "transactions"
-EVENTS_VIEW = "events"
 SINK_TABLE = "card_features"
 ROWTIME = "rowtime"
-LATE = "late"
+REJECT_REASON = "reject_reason"
+"""Why the job set a record aside (NULL on valid events)."""
 RAW = spec.REJECTED_RAW_FIELD
 """Source column holding the record's text; in the output, set only on rejected records."""
-VALID = "valid"
-SUM_TYPE = "DECIMAL(38, 12)"
-"""Exact running sum (amounts up to 1e26 with 12 decimals) — see the module docstring."""
-MAX_EPOCH_SECONDS = 253_402_300_800
-"""Year 10000: larger (valid but absurd) times get a placeholder rowtime instead of overflowing."""
 
 DEFAULT_WATERMARK_SECONDS = 5
 """Bounded out-of-orderness of the event-time watermark (Managed Flink property `watermark.seconds`)."""
 
-# Input fields of an event and their Flink types; output = these + aggregates + `late` + `raw`.
+# Input fields of an event and their Flink types (the Python operator's tuple order too).
 INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tid", "STRING"),
     (spec.CARD_ID, "BIGINT"),
@@ -53,16 +48,30 @@ INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 """`fraud_label` is optional and only carried through (replays use it for precision/recall)."""
 
-STRICT_STRING_FIELDS: frozenset[str] = frozenset({"tid"})
-"""STRING fields that must be JSON strings (the Lambdas' rule); other STRING fields take any scalar."""
+LATENESS_FLAGS = keyed.LATENESS_FLAGS
+"""Boolean output flags (streaming/keyed.py): `late` = behind the watermark on arrival;
+`beyond_lateness` = more than the allowed lateness behind it (also `late`)."""
 
-OUTPUT_COLUMNS: tuple[tuple[str, str], ...] = (
-    *INPUT_COLUMNS,
-    (spec.SHORT_WINDOW.count_name, "BIGINT"),
-    (spec.SHORT_WINDOW.avg_name, "DOUBLE"),
-    (LATE, "BOOLEAN"),
-    (RAW, "STRING"),
-)
+
+def feature_columns(fs: spec.FeatureSpec = spec.SPEC) -> tuple[tuple[str, str], ...]:
+    """Every streaming feature of `fs` with its Flink type (counts BIGINT, the rest DOUBLE)."""
+    counts = {a.name for a in fs.streaming if a.operation == "count"}
+    return tuple((n, "BIGINT" if n in counts else "DOUBLE") for n in fs.streaming_features)
+
+
+def output_columns(fs: spec.FeatureSpec = spec.SPEC) -> tuple[tuple[str, str], ...]:
+    """The sink's columns: input fields + `fs.streaming_features` + lateness flags + raw + reason."""
+    return (
+        *INPUT_COLUMNS,
+        *feature_columns(fs),
+        *((flag, "BOOLEAN") for flag in LATENESS_FLAGS),
+        (RAW, "STRING"),
+        (REJECT_REASON, "STRING"),
+    )
+
+
+OUTPUT_COLUMNS = output_columns()
+"""The product's output columns (`spec.SPEC`)."""
 
 
 def interval_literal(seconds: int) -> str:
@@ -123,6 +132,8 @@ class ConnectorConfig:
         return opts | {"format": "raw", "raw.charset": "UTF-8"} | self.extra_source
 
     def sink_options(self) -> dict[str, str]:
+        if self.sink == "print":  # local latency measurement: rows to the job's stdout
+            return {"connector": "print"}
         if self.kind == "filesystem":
             opts = {"connector": "filesystem", "path": self.sink}
         elif self.kind == "kinesis":
@@ -141,164 +152,62 @@ def _columns(cols: tuple[tuple[str, str], ...]) -> str:
     return ",\n  ".join(f"`{n}` {t}" for n, t in cols)
 
 
-# --- strict field extraction from the raw JSON text ----------------------------------------------
-# The JSON functions parse the text on every call and Flink does not share common subexpressions,
-# so each is called once per record, as a computed column of the source table: those are evaluated
-# below the (shared) watermark assigner, once for all three branches. The branches only apply cheap
-# string tests and casts to them. (Calling them inside the view instead made the job ~8x slower.)
-def _wrapped_col(name: str) -> str:
-    return f"_q_{name}"
+def time_bound_sql(max_event_time: float | None = None, future_skew_seconds: float | None = None) -> str:
+    """The largest accepted event time (seconds): a replay's fixed bound, else wall clock + skew
+    (evaluated per record), never beyond `spec.MAX_EVENT_TIME`."""
+    if max_event_time is not None:
+        return repr(float(min(max_event_time, spec.MAX_EVENT_TIME)))
+    skew = spec.FUTURE_SKEW_SECONDS if future_skew_seconds is None else future_skew_seconds
+    return f"LEAST({spec.MAX_EVENT_TIME!r}, CAST(UNIX_TIMESTAMP() AS DOUBLE) + {float(skew)!r})"
 
 
-def _text_col(name: str) -> str:
-    return f"_v_{name}"
-
-
-def _is_strict(name: str, flink_type: str) -> bool:
-    """Fields whose JSON type is checked (all but the optional free-text ones)."""
-    return flink_type != "STRING" or name in STRICT_STRING_FIELDS
-
-
-def json_columns() -> list[tuple[str, str]]:
-    """(column, expression) of the JSON calls, one per field (two for type-checked fields):
-    `JSON_VALUE` gives a scalar's text, `JSON_QUERY ... WITH ARRAY WRAPPER` its JSON text in an
-    array (`["12"]` vs `[12]`, NULL when absent, JSON null, or the record is not JSON)."""
-    cols = []
-    for name, typ in INPUT_COLUMNS:
-        cols.append((_text_col(name), f"JSON_VALUE(`{RAW}`, '$.{name}')"))
-        if _is_strict(name, typ):
-            cols.append((_wrapped_col(name), f"JSON_QUERY(`{RAW}`, '$.{name}' WITH ARRAY WRAPPER)"))
-    return cols
-
-
-def field_sql(name: str, flink_type: str) -> str:
-    """Typed value of a field from its JSON columns, NULL when absent *or* of the wrong JSON type.
-
-    Never `JSON_VALUE ... RETURNING DOUBLE`: on a JSON string it throws (ClassCastException, the
-    job fails). Numbers must be JSON numbers (`"12"` is rejected, as the Lambdas do); integers must
-    be integral (TRY_CAST alone truncates 1.5 to 1)."""
-    t = f"`{_text_col(name)}`"
-    if not _is_strict(name, flink_type):
-        return t
-    q = f"`{_wrapped_col(name)}`"
-    not_string = f"{q} NOT LIKE '[\"%'"
-    if flink_type == "STRING":
-        return f"CASE WHEN {q} LIKE '[\"%' THEN {t} END"
-    if flink_type == "DOUBLE":
-        return f"CASE WHEN {not_string} THEN TRY_CAST({t} AS DOUBLE) END"
-    if flink_type in ("BIGINT", "INT"):
-        integral = f"TRY_CAST({t} AS DECIMAL(38, 12)) = TRY_CAST({t} AS BIGINT)"
-        return f"CASE WHEN {not_string} AND {integral} THEN TRY_CAST({t} AS {flink_type}) END"
-    raise ValueError(f"no extraction for type {flink_type}")
-
-
-def parsed_sql() -> str:
-    """Every present field has its JSON type (a record that is not a JSON object has no field, so
-    the required-field part of the rule rejects it)."""
-    checks = [
-        f"(`{_wrapped_col(n)}` IS NULL OR {field_sql(n, t)} IS NOT NULL)"
-        for n, t in INPUT_COLUMNS
-        if _is_strict(n, t)
-    ]
-    return "(" + " AND ".join(checks) + ")"
-
-
-def rowtime_sql() -> str:
-    """Event time from `trans_ts`; a placeholder (epoch 0) when there is none or it is beyond year
-    9999, so no row carries a NULL time attribute (rejected rows bypass the window anyway)."""
+def rowtime_sql(max_event_time: float | None = None, future_skew_seconds: float | None = None) -> str:
+    """Event time from `trans_ts` when it is a plausible time, else the placeholder epoch 0 (never
+    NULL, never ahead of the accepted bound: such a record cannot move the watermark)."""
     ts = f"TRY_CAST(JSON_VALUE(`{RAW}`, '$.{spec.EVENT_TIME}') AS DOUBLE)"
+    bound = time_bound_sql(max_event_time, future_skew_seconds)
     return (
-        f"CASE WHEN {ts} >= 0 AND {ts} < {MAX_EPOCH_SECONDS} "
+        f"CASE WHEN {ts} >= 0 AND {ts} <= {bound} "
         f"THEN TO_TIMESTAMP_LTZ(CAST(ROUND({ts} * 1000) AS BIGINT), 3) "
         f"ELSE TO_TIMESTAMP_LTZ(0, 3) END"
     )
 
 
-def source_ddl(conn: ConnectorConfig, watermark_seconds: int) -> str:
-    """Source table: the raw record, its JSON columns, rowtime from `trans_ts`, bounded
-    out-of-orderness watermark."""
-    json_cols = "".join(f"  `{c}` AS {expr},\n" for c, expr in json_columns())
+def source_ddl(
+    conn: ConnectorConfig,
+    watermark_seconds: int,
+    max_event_time: float | None = None,
+    future_skew_seconds: float | None = None,
+) -> str:
+    """Source table: the raw record, rowtime from `trans_ts`, bounded out-of-orderness watermark."""
     return (
-        f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  `{RAW}` STRING,\n{json_cols}"
-        f"  `{ROWTIME}` AS {rowtime_sql()},\n"
+        f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  `{RAW}` STRING,\n"
+        f"  `{ROWTIME}` AS {rowtime_sql(max_event_time, future_skew_seconds)},\n"
         f"  WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - {interval_literal(watermark_seconds)}\n"
         f") {_with(conn.source_options())}"
     )
 
 
-def events_view_sql() -> str:
-    """Typed fields, the raw text, rowtime and the validity flag of every source record: parsed and
-    `features.spec.valid_event_sql()` (the rule Spark and the Lambdas apply too)."""
-    fields = ",\n  ".join(f"{field_sql(n, t)} AS `{n}`" for n, t in INPUT_COLUMNS)
-    typed = ", ".join(f"`{n}`" for n, _ in INPUT_COLUMNS)
-    return (
-        f"CREATE TEMPORARY VIEW {EVENTS_VIEW} AS\n"
-        f"SELECT {typed}, `{RAW}`, `{ROWTIME}`,\n"
-        f"  {spec.valid_event_sql()} IS TRUE AND `_parsed` AS `{VALID}`\n"
-        f"FROM (SELECT\n  {fields},\n  {parsed_sql()} IS TRUE AS `_parsed`,\n  `{RAW}`, `{ROWTIME}`\n"
-        f"  FROM {SOURCE_TABLE})"
-    )
-
-
-def sink_ddl(conn: ConnectorConfig) -> str:
+def sink_ddl(conn: ConnectorConfig, fs: spec.FeatureSpec = spec.SPEC) -> str:
     """Sink table: the enriched transaction; on Kinesis partitioned by card (order per card)."""
     partition = f"PARTITIONED BY (`{spec.CARD_ID}`) " if conn.kind == "kinesis" else ""
-    return f"CREATE TEMPORARY TABLE {SINK_TABLE} (\n  {_columns(OUTPUT_COLUMNS)}\n) {partition}{_with(conn.sink_options())}"
-
-
-def late_predicate() -> str:
-    """Behind the watermark at arrival: the OVER operator would drop it."""
-    r = f"`{ROWTIME}`"
-    return f"(CURRENT_WATERMARK({r}) IS NOT NULL AND {r} <= CURRENT_WATERMARK({r}))"
-
-
-def insert_sql() -> str:
-    """One INSERT: on-time rows through the OVER window, late and rejected rows around it."""
-    w = spec.SHORT_WINDOW
-    passthrough = ", ".join(f"`{n}`" for n, _ in INPUT_COLUMNS)
-    over = (
-        f"PARTITION BY `{spec.CARD_ID}` ORDER BY `{ROWTIME}` "
-        f"RANGE BETWEEN {interval_literal(w.seconds)} PRECEDING AND CURRENT ROW"
+    return (
+        f"CREATE TEMPORARY TABLE {SINK_TABLE} (\n  {_columns(output_columns(fs))}\n) "
+        f"{partition}{_with(conn.sink_options())}"
     )
-    amount = f"`{spec.AMOUNT}`"
-    # NULL on valid rows; written as a function of `raw` so every branch reads the same source
-    # columns and the three share one scan + JSON columns + watermark assigner (measured: with
-    # `CAST(NULL AS STRING)` here the planner builds a second one for the rejected branch).
-    no_raw = f"IF(`{VALID}`, CAST(NULL AS STRING), `{RAW}`) AS `{RAW}`"
-    on_time = (
-        f"SELECT {passthrough},\n"
-        f"    COUNT(*) OVER w AS `{w.count_name}`,\n"
-        f"    CAST(SUM(CAST({amount} AS {SUM_TYPE})) OVER w AS DOUBLE) / COUNT(*) OVER w AS `{w.avg_name}`,\n"
-        f"    FALSE AS `{LATE}`, {no_raw}\n"
-        f"  FROM {EVENTS_VIEW}\n"
-        f"  WHERE `{VALID}` AND NOT {late_predicate()}\n"
-        f"  WINDOW w AS ({over})"
-    )
-    late = (
-        f"SELECT {passthrough},\n"
-        f"    CAST(1 AS BIGINT) AS `{w.count_name}`,\n"
-        f"    {amount} AS `{w.avg_name}`,\n"
-        f"    TRUE AS `{LATE}`, {no_raw}\n"
-        f"  FROM {EVENTS_VIEW}\n"
-        f"  WHERE `{VALID}` AND {late_predicate()}"
-    )
-    # Rejected: typed fields as far as they parsed, the raw text, no aggregates. The card is
-    # never NULL here: it is the Kinesis partition key (0 when the record has no usable card).
-    rejected_fields = ", ".join(
-        f"COALESCE(`{n}`, CAST(0 AS BIGINT)) AS `{n}`" if n == spec.CARD_ID else f"`{n}`"
-        for n, _ in INPUT_COLUMNS
-    )
-    rejected = (
-        f"SELECT {rejected_fields},\n"
-        f"    CAST(NULL AS BIGINT) AS `{w.count_name}`,\n"
-        f"    CAST(NULL AS DOUBLE) AS `{w.avg_name}`,\n"
-        f"    CAST(NULL AS BOOLEAN) AS `{LATE}`, `{RAW}`\n"
-        f"  FROM {EVENTS_VIEW}\n"
-        f"  WHERE NOT `{VALID}`"
-    )
-    return f"INSERT INTO {SINK_TABLE}\n{on_time}\nUNION ALL\n{late}\nUNION ALL\n{rejected}"
 
 
-def statements(conn: ConnectorConfig, watermark_seconds: int) -> list[str]:
-    """Every statement of the job, in execution order (DDL..., INSERT)."""
-    return [source_ddl(conn, watermark_seconds), events_view_sql(), sink_ddl(conn), insert_sql()]
+def source_query() -> str:
+    """What the Python operator receives: the raw text and its event time."""
+    return f"SELECT `{RAW}`, `{ROWTIME}` FROM {SOURCE_TABLE}"
+
+
+def statements(
+    conn: ConnectorConfig,
+    watermark_seconds: int,
+    fs: spec.FeatureSpec = spec.SPEC,
+    max_event_time: float | None = None,
+    future_skew_seconds: float | None = None,
+) -> list[str]:
+    """The DDL of the job, in execution order (source, sink)."""
+    return [source_ddl(conn, watermark_seconds, max_event_time, future_skew_seconds), sink_ddl(conn, fs)]

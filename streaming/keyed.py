@@ -1,0 +1,160 @@
+"""Per-card keyed state of the Flink job, in plain Python (no PyFlink import).
+
+The Flink job (streaming/job.py) runs `CardState` inside a PyFlink `KeyedProcessFunction` keyed by
+`cc_num`; the rules themselves are `features.compute.CardHistory` (bisect over a card's time-sorted
+events), the same code the tests use as the batch oracle, so each rule is written once.
+
+What a card's state holds (one Flink `ValueState`, pickled): its events (time, amount) for the
+longest streaming window + the allowed lateness behind the watermark, and always at least the last
+`fs.max_recency_nth` events whatever their age; plus, in `on-watermark` mode, the on-time events
+still waiting for the watermark.
+
+An event is classified on arrival against the operator's current watermark `wm` (ms):
+- on time (`ts > wm`): in `on-watermark` mode it waits until the watermark passes its time (an
+  event-time timer), then its features are exact: every event of the card at or before its time
+  has arrived (the watermark's promise), and every late event that arrived before has been
+  inserted. In `on-arrival` mode it is emitted at once over what has arrived (exact whenever the
+  card's events arrive in time order, which Kinesis keeps with `cc_num` as partition key);
+- late (`wm - allowed_lateness < ts <= wm`): emitted at once with features from every event of the
+  card in state within its window (the state still holds all of them: retention covers the window
+  + the lateness), flagged `late`, and inserted into the state, so every window emitted after its
+  arrival counts it;
+- beyond the allowed lateness (`ts <= wm - allowed_lateness`): emitted at once, flagged `late` and
+  `beyond_lateness`, features from what the state still retains (older events may have been
+  dropped), inserted like a late event (it stays until the next clean-up).
+Every valid event is emitted exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from features import spec
+from features.compute import CardHistory
+
+EMIT_ON_WATERMARK = "on-watermark"
+EMIT_ON_ARRIVAL = "on-arrival"
+EMIT_MODES = (EMIT_ON_WATERMARK, EMIT_ON_ARRIVAL)
+
+DEFAULT_ALLOWED_LATENESS_SECONDS = 3600
+"""How far behind the watermark an event still gets complete features (Managed Flink property
+`allowed.lateness.seconds`)."""
+
+LATE = "late"
+"""Output flag: the event was behind the watermark when it arrived (features not from a closed window)."""
+BEYOND_LATENESS = "beyond_lateness"
+"""Output flag: the event was more than the allowed lateness behind the watermark (features from
+what the state still retained; also `late`)."""
+LATENESS_FLAGS: tuple[str, ...] = (LATE, BEYOND_LATENESS)
+
+CLEANUP_ROUND_MS = 60_000
+"""Clean-up timers are rounded up to the minute: at most one per card per minute."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    fs: spec.FeatureSpec = spec.SPEC
+    allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_SECONDS * 1000
+    emit: str = EMIT_ON_WATERMARK
+
+    def __post_init__(self) -> None:
+        if self.emit not in EMIT_MODES:
+            raise ValueError(f"emit mode must be one of {', '.join(EMIT_MODES)}, got {self.emit!r}")
+        if self.allowed_lateness_ms < 0:
+            raise ValueError(f"allowed lateness must be >= 0, got {self.allowed_lateness_ms} ms")
+
+    @property
+    def retention_ms(self) -> int:
+        """How long an event stays in its card's state behind the watermark."""
+        return self.fs.longest_streaming_seconds * 1000 + self.allowed_lateness_ms
+
+    @property
+    def keep_last(self) -> int:
+        return self.fs.max_recency_nth
+
+
+Row = Sequence[Any]
+"""An input row: the event's fields in `streaming.sql.INPUT_COLUMNS` order."""
+
+
+class CardState:
+    """One card's state and the job's rules for it; `(times, amounts, pending)` is what Flink stores.
+
+    `row_ts(row)` and `row_amount(row)` read the event time (seconds) and amount of a row; the
+    outputs are `row + features (fs.streaming_features order) + (late, beyond_lateness)`."""
+
+    __slots__ = ("history", "pending", "settings")
+
+    def __init__(self, settings: Settings, stored: tuple | None = None) -> None:
+        self.settings = settings
+        if stored is None:
+            self.history = CardHistory()
+            self.pending: list[tuple[int, tuple]] = []
+        else:
+            times, amounts, pending = stored
+            self.history = CardHistory(times, amounts)
+            self.pending = pending
+
+    def stored(self) -> tuple:
+        return (self.history.times, self.history.amounts, self.pending)
+
+    def _features(self, ts: float) -> tuple:
+        values = self.history.streaming(ts, self.settings.fs)
+        return tuple(values[name] for name in self.settings.fs.streaming_features)
+
+    def on_event(
+        self, row: tuple, ts: float, amount: float, ts_ms: int, watermark_ms: int
+    ) -> tuple[list[tuple], int | None]:
+        """Handle one arriving event: (rows to emit now, event-time timer to register or None)."""
+        s = self.settings
+        if ts_ms > watermark_ms:  # on time
+            if s.emit == EMIT_ON_ARRIVAL:
+                self.history.add(ts, amount)
+                return [(*row, *self._features(ts), False, False)], None
+            self.pending.append((ts_ms, row))
+            return [], ts_ms
+        beyond = ts_ms <= watermark_ms - s.allowed_lateness_ms
+        self.history.add(ts, amount)
+        return [(*row, *self._features(ts), True, beyond)], None
+
+    def on_watermark(self, timer_ms: int, ts_of, amount_of) -> list[tuple]:
+        """The watermark reached `timer_ms`: emit every pending event at or before it, exactly."""
+        due = [(t, r) for t, r in self.pending if t <= timer_ms]
+        if not due:
+            return []
+        self.pending = [(t, r) for t, r in self.pending if t > timer_ms]
+        for _, r in due:  # peers first: every due event is in every due window
+            self.history.add(ts_of(r), amount_of(r))
+        return [(*r, *self._features(ts_of(r)), False, False) for _, r in due]
+
+    def clean_up(self, watermark_ms: int) -> None:
+        """Forget events older than the retention behind the watermark (keeping the last few)."""
+        cut = (watermark_ms - self.settings.retention_ms) / 1000.0
+        self.history.drop_before(cut, keep_last=self.settings.keep_last)
+
+    def is_empty(self) -> bool:
+        return not self.history.times and not self.pending
+
+
+def cleanup_timer_ms(ts_ms: int, settings: Settings) -> int:
+    """When an event at `ts_ms` may leave the state: its time + retention, rounded up to the minute."""
+    t = ts_ms + settings.retention_ms + 1
+    return -(-t // CLEANUP_ROUND_MS) * CLEANUP_ROUND_MS
+
+
+def replay_in_order(
+    events: Sequence[tuple[tuple, float, float, int]], settings: Settings, watermarks: Sequence[int]
+) -> Iterator[tuple]:
+    """Drive one card's `CardState` like Flink would (for tests in the main venv): `events[i]` =
+    (row, ts, amount, ts_ms) arriving when the watermark is `watermarks[i]`; pending events are
+    released when a later watermark passes them, the rest at the end (final watermark)."""
+    state = CardState(settings)
+    for (row, ts, amount, ts_ms), wm in zip(events, watermarks, strict=True):
+        for t in sorted({t for t, _ in state.pending if t <= wm}):
+            yield from state.on_watermark(t, lambda r: r[3], lambda r: r[2])
+        out, _ = state.on_event(row, ts, amount, ts_ms, wm)
+        yield from out
+    for t in sorted({t for t, _ in state.pending}):
+        yield from state.on_watermark(t, lambda r: r[3], lambda r: r[2])
