@@ -11,7 +11,7 @@ Feature semantics (DESIGN.md, names/formulas from features.spec):
 - A training row at ts carries the snapshot values of T = floor_day(ts) (a RANGE window over the day
   index, in the same shuffle as the 10-minute window); ratios via spec.ratio_sql.
 Ingestion publishes one cut-off (one record per card, event time = T) from inside the partitions.
-Invalid rows (spec.valid_event_sql: a missing/unparsable field, a negative or non-finite card,
+Invalid rows (spec.valid_event_sql: a missing/unparsable field, an out-of-range or non-finite card,
 amount or time; plus, batch-only, a label other than 0/1) are dropped before any window and
 counted, with the reasons, in the summary (`rows_invalid_dropped`, `rows_invalid_reasons`).
 """
@@ -43,19 +43,14 @@ from features import spec
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 SPLITS = ("train", "validation", "test")
-SHORT, LONG = spec.SHORT_WINDOW, spec.LONG_WINDOW
-LONG_DAYS = LONG.seconds // DAY
-AGGREGATES = (SHORT.count_name, SHORT.avg_name, LONG.count_name, LONG.avg_name)
-PARQUET_COLUMNS = (
-    "tid",
-    "datetime",
-    spec.EVENT_TIME,
-    spec.CARD_ID,
-    spec.AMOUNT,
-    spec.LABEL,
-    *AGGREGATES,
-    *(r.name for r in spec.RATIOS),
-)
+BASE_COLUMNS = ("tid", "datetime", spec.EVENT_TIME, spec.CARD_ID, spec.AMOUNT, spec.LABEL)
+
+
+def parquet_columns(fs: spec.FeatureSpec = spec.SPEC) -> tuple[str, ...]:
+    """Columns of the features Parquet: the transaction, every declared feature, the ratios."""
+    return (*BASE_COLUMNS, *fs.streaming_features, *fs.snapshot_features, *(r.name for r in fs.ratios))
+
+
 RETRYABLE_CODES = frozenset(
     {
         "ThrottlingException",
@@ -76,6 +71,31 @@ HISTORY_DAYS = 14
 """First days kept out of the training data: their 1-week snapshots are still filling up."""
 TEST_DAYS = 14
 VALIDATION_DAYS = 14
+MIN_TRAIN_DAYS = 14
+"""Below history + validation + test + this many days, all four shrink in proportion."""
+
+
+def split_days(days: int, history: int, validation: int, test: int) -> tuple[int, int, int, str | None]:
+    """(history, validation, test, notice) for `days` of data; train gets the rest.
+
+    When the data is shorter than the requested lengths plus MIN_TRAIN_DAYS, every period shrinks by
+    the same factor (at least one day each) and the notice says so; fewer than 4 days cannot be
+    split (one day per period) and are refused."""
+    wanted = history + validation + test + MIN_TRAIN_DAYS
+    if days >= wanted:
+        return history, validation, test, None
+    if days < 4:
+        raise JobInputError(f"the data spans {days} day(s): a time-based split needs at least 4")
+    scale = days / wanted
+    h, v, t = (max(1, int(x * scale)) for x in (history, validation, test))
+    while h + v + t > days - 1:  # rounding up to one day each may leave no train day
+        h, v, t = (max(1, x - 1) if x == max(h, v, t) else x for x in (h, v, t))
+    notice = (
+        f"the data spans {days} days, less than {wanted} ({history} history + {validation} validation + "
+        f"{test} test + {MIN_TRAIN_DAYS} train): using {h} history, {days - h - v - t} train, "
+        f"{v} validation, {t} test days"
+    )
+    return h, v, t, notice
 
 
 class JobInputError(ValueError):
@@ -113,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--local", action="store_true", help="local mode: local Spark, day after the data as cut-off"
     )
+    p.add_argument("--feature-spec", default="", help="FeatureSpec JSON file (default: features/spec.py)")
     return p
 
 
@@ -176,7 +197,16 @@ def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> Data
                 f"input {path} is missing column {column!r} (required: {', '.join(spec.TRANSACTION_COLUMNS)}; "
                 f"found: {', '.join(raw.columns) or 'none'})"
             )
+    for f in raw.schema.fields:
+        if f.name in spec.TRANSACTION_COLUMNS and f.dataType.typeName() in ("struct", "array", "map", "binary"):
+            raise JobInputError(
+                f"input {path}: column {f.name!r} has type {f.dataType.simpleString()}, "
+                "expected a string or number"
+            )
     ts = F.col("datetime").cast("timestamp")
+    # A fractional card number is invalid (a plain cast to long would truncate it to a valid one).
+    card = F.col(spec.CARD_ID).cast("decimal(38, 9)")
+    card = F.when(card == card.cast("long"), card.cast("long"))
     # Through double so 0.7 or 1.5 is not truncated to a valid-looking 0/1: any other value is -1,
     # which the validity rule drops as "not 0 or 1" (unparsable stays null: "missing or unparsable").
     label = F.col(spec.LABEL).cast("double")
@@ -185,7 +215,7 @@ def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> Data
         F.col("tid").cast("string").alias("tid"),
         ts.alias("datetime"),
         ts.cast("double").alias(spec.EVENT_TIME),
-        F.col(spec.CARD_ID).cast("long").alias(spec.CARD_ID),
+        card.alias(spec.CARD_ID),
         F.col(spec.AMOUNT).cast("double").alias(spec.AMOUNT),
         label.alias(spec.LABEL),
     )
@@ -213,7 +243,7 @@ def invalid_reasons() -> dict[str, Column]:
         reasons[f"{what} missing or unparsable"] = F.count(F.when(F.col(f).isNull(), 1))
         no_nulls = no_nulls & F.col(f).isNotNull()
     in_range = F.expr(spec.valid_event_sql())
-    reasons[f"negative or non-finite {'/'.join(spec.NON_NEGATIVE_FIELDS)}"] = F.count(
+    reasons[f"out-of-range or non-finite {'/'.join(spec.BOUNDS)}"] = F.count(
         F.when(no_nulls & ~in_range, 1)
     )
     reasons[f"{spec.LABEL} not 0 or 1"] = F.count(F.when(no_nulls & ~_label_ok(), 1))
@@ -226,74 +256,128 @@ def safe_avg(total: Column, count: Column) -> Column:
     return F.when(count > 0, total / count).otherwise(F.lit(0.0))
 
 
-def with_short_window(tx: DataFrame) -> DataFrame:
-    """10-minute count/avg per card over [ts - 600, ts], ties included (RANGE frame)."""
-    w = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME).rangeBetween(-SHORT.seconds, 0)
-    return tx.withColumn(SHORT.count_name, F.count(F.lit(1)).over(w)).withColumn(
-        SHORT.avg_name, F.avg(spec.AMOUNT).over(w)
-    )
+_SPARK_OPS: dict[str, Callable[[Column], Column]] = {
+    "count": lambda c: F.count(c),
+    "sum": lambda c: F.sum(c),
+    "avg": lambda c: F.avg(c),
+    "min": lambda c: F.min(c),
+    "max": lambda c: F.max(c),
+}
 
 
-def snapshot_grid(tx: DataFrame, first_day: int, last_cutoff_day: int) -> DataFrame:
-    """1-week aggregates [T - 7 d, T) for every card and every cut-off day in [first_day, last_cutoff_day].
+def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
+    """Every streaming aggregation and recency value of `fs` as window expressions over the card.
 
-    Dense grid, so the window over the 7 previous day rows is exactly the 7 previous days, and
-    cards with no recent activity get an explicit 0/0 snapshot (replay overwrites stale values).
+    Aggregations: RANGE frames [ts - w, ts], peers included, one sort for all of them.
+    Recency (nth = k): the k-th latest *other* transaction at or before ts. With g rows sharing ts,
+    k <= g - 1 gives 0; otherwise it is the (k - g + 1)-th latest time strictly before ts, which is
+    `lag(ts, j)` seen from the first row of the tie group and spread to its peers."""
+    ts = F.col(spec.EVENT_TIME)
+    by_card = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME)
+    cols = [
+        _SPARK_OPS[a.operation](F.col(a.column)).over(by_card.rangeBetween(-a.seconds, 0)).alias(a.name)
+        for a in fs.streaming
+    ]
+    if fs.recency:
+        peers = by_card.rangeBetween(0, 0)
+        ties = F.count(F.lit(1)).over(peers)  # g, the event included
+        first_of_ties = F.coalesce(F.lag(ts, 1).over(by_card) < ts, F.lit(True))
+        before = {  # j-th latest time strictly before ts, for every row of the tie group
+            j: F.max(F.when(first_of_ties, F.lag(ts, j).over(by_card))).over(peers)
+            for j in range(1, fs.max_recency_nth + 1)
+        }
+        for r in fs.recency:
+            sentinel = F.lit(spec.RECENCY_SENTINEL)
+            expr = F.lit(0.0)  # more than nth rows share ts: the nth other is a peer
+            for g in range(1, r.nth + 1):  # g rows share ts: the (nth - g + 1)-th time before ts
+                expr = F.when(ties == g, F.coalesce(ts - before[r.nth - g + 1], sentinel)).otherwise(expr)
+            cols.append(expr.cast("double").alias(r.name))
+    return cols
+
+
+def _snapshot_partials(fs: spec.FeatureSpec) -> list[Column]:
+    """Per card and day: count, sum, min, max of each snapshot aggregation's column."""
+    cols = {spec.AMOUNT}
+    cols.update(a.column for a in fs.snapshot)
+    out = [F.count(F.lit(1)).alias("n")]
+    for c in sorted(cols):
+        out += [F.sum(c).alias(f"s_{c}"), F.min(c).alias(f"mn_{c}"), F.max(c).alias(f"mx_{c}")]
+    return out
+
+
+def _snapshot_value(a: spec.Aggregation, frame: Window) -> Column:
+    """One snapshot aggregation over a frame of daily partial rows; 0 when the frame is empty."""
+    n = F.coalesce(F.sum("n").over(frame), F.lit(0)).cast("long")
+    if a.operation == "count":
+        return n.alias(a.name)
+    if a.operation == "avg":
+        return safe_avg(F.coalesce(F.sum(f"s_{a.column}").over(frame), F.lit(0.0)), n).alias(a.name)
+    part = {"sum": ("s", F.sum), "min": ("mn", F.min), "max": ("mx", F.max)}[a.operation]
+    return F.coalesce(part[1](f"{part[0]}_{a.column}").over(frame), F.lit(0.0)).cast("double").alias(a.name)
+
+
+def snapshot_grid(
+    tx: DataFrame, first_day: int, last_cutoff_day: int, fs: spec.FeatureSpec = spec.SPEC
+) -> DataFrame:
+    """Snapshot aggregations [T - w, T) for every card and every cut-off day in [first_day, last_cutoff_day].
+
+    Dense grid, so a ROWS frame over the w previous day rows is exactly the w previous days, and
+    cards with no recent activity get an explicit 0 snapshot (replay overwrites stale values).
     """
     spark = tx.sparkSession
-    daily = tx.groupBy(spec.CARD_ID, "day").agg(F.count(F.lit(1)).alias("n"), F.sum(spec.AMOUNT).alias("s"))
+    daily = tx.groupBy(spec.CARD_ID, "day").agg(*_snapshot_partials(fs))
     days = spark.range(first_day, last_cutoff_day + 1).withColumnRenamed("id", "day")
     cards = tx.select(spec.CARD_ID).distinct()
     grid = cards.crossJoin(F.broadcast(days)).join(daily, [spec.CARD_ID, "day"], "left")
-    w = Window.partitionBy(spec.CARD_ID).orderBy("day").rowsBetween(-LONG_DAYS, -1)
-    n = F.coalesce(F.sum("n").over(w), F.lit(0)).cast("long")
-    s = F.coalesce(F.sum("s").over(w), F.lit(0.0))
+    by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
     return grid.select(
         spec.CARD_ID,
         "day",
-        n.alias(LONG.count_name),
-        safe_avg(s, n).alias(LONG.avg_name),
+        *(_snapshot_value(a, by_day.rowsBetween(-(a.seconds // DAY), -1)) for a in fs.snapshot),
     )
 
 
-def direct_snapshot(tx: DataFrame, cutoff_day: int) -> DataFrame:
+def direct_snapshot(tx: DataFrame, cutoff_day: int, fs: spec.FeatureSpec = spec.SPEC) -> DataFrame:
     """The snapshot of one cut-off outside the grid (e.g. the run day on AWS), for every card."""
-    lo, hi = (cutoff_day - LONG_DAYS) * DAY, cutoff_day * DAY
-    recent = (
-        tx.where((F.col(spec.EVENT_TIME) >= lo) & (F.col(spec.EVENT_TIME) < hi))
-        .groupBy(spec.CARD_ID)
-        .agg(F.count(F.lit(1)).alias("n"), F.sum(spec.AMOUNT).alias("s"))
-    )
-    n = F.coalesce(F.col("n"), F.lit(0)).cast("long")
+    values = []
+    for a in fs.snapshot:
+        inside = (F.col("day") >= cutoff_day - a.seconds // DAY) & (F.col("day") < cutoff_day)
+        n = F.count(F.when(inside, F.lit(1))).cast("long")
+        col = F.when(inside, F.col(a.column))
+        if a.operation == "count":
+            values.append(n.alias(a.name))
+        elif a.operation == "avg":
+            values.append(safe_avg(F.coalesce(F.sum(col), F.lit(0.0)), n).alias(a.name))
+        else:
+            values.append(F.coalesce(_SPARK_OPS[a.operation](col), F.lit(0.0)).cast("double").alias(a.name))
     return (
-        tx.select(spec.CARD_ID)
-        .distinct()
-        .join(recent, spec.CARD_ID, "left")
-        .select(
-            spec.CARD_ID,
-            F.lit(cutoff_day).cast("long").alias("day"),
-            n.alias(LONG.count_name),
-            safe_avg(F.col("s"), n).alias(LONG.avg_name),
-        )
+        tx.groupBy(spec.CARD_ID)
+        .agg(*values)
+        .select(spec.CARD_ID, F.lit(cutoff_day).cast("long").alias("day"), *fs.snapshot_features)
     )
 
 
-def training_rows(tx: DataFrame) -> DataFrame:
-    """Transactions (with `day`) plus both windows and the spec's ratios.
+def training_rows(tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC) -> DataFrame:
+    """Transactions (with `day`) plus every declared feature of `fs` and its ratios.
 
-    The 1-week part is a RANGE window over the day index, [day - 7, day - 1] = [T - 7 d, T) with
-    T = floor_day(ts): the same value as the snapshot grid's row for T, but computed in the same
-    shuffle as the 10-minute window (no join, one exchange for 5.4 M rows).
+    Snapshot aggregations are RANGE windows over the day index, [day - w/d, day - 1] = [T - w, T)
+    with T = floor_day(ts): the same values as the snapshot grid's row for T, but computed in the
+    same shuffle as the streaming windows (no join, one exchange for 5.4 M rows).
     """
-    w = Window.partitionBy(spec.CARD_ID).orderBy("day").rangeBetween(-LONG_DAYS, -1)
-    n = F.count(spec.AMOUNT).over(w)
-    s = F.coalesce(F.sum(spec.AMOUNT).over(w), F.lit(0.0))
-    rows = with_short_window(
-        tx.withColumn(LONG.count_name, n).withColumn(LONG.avg_name, safe_avg(s, F.col(LONG.count_name)))
-    )
-    for ratio in spec.RATIOS:
-        rows = rows.withColumn(ratio.name, F.expr(spec.ratio_sql(ratio)))
-    return rows
+    by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
+    snap = []
+    for a in fs.snapshot:
+        frame = by_day.rangeBetween(-(a.seconds // DAY), -1)
+        n = F.count(a.column).over(frame)
+        if a.operation == "count":
+            snap.append(n.alias(a.name))
+        elif a.operation == "avg":
+            snap.append(safe_avg(F.coalesce(F.sum(a.column).over(frame), F.lit(0.0)), n).alias(a.name))
+        else:
+            value = _SPARK_OPS[a.operation](F.col(a.column)).over(frame)
+            snap.append(F.coalesce(value, F.lit(0.0)).cast("double").alias(a.name))
+    rows = tx.select("*", *snap, *streaming_columns(fs))
+    return rows.select("*", *(F.expr(spec.ratio_sql(r)).alias(r.name) for r in fs.ratios))
 
 
 # --- ingestion ------------------------------------------------------------------------------------
@@ -355,27 +439,27 @@ def put_with_retry(client: Any, feature_group: str, record: list[dict[str, str]]
 
 
 def _ingest_partition(
-    factory: Callable[[], Any], feature_group: str, names: tuple[str, ...], workers: int
+    factory: Callable[[], Any], feature_group: spec.FeatureGroup, workers: int
 ) -> Callable[[Iterable[Any]], Iterator[int]]:
-    """Partition function: a thread pool of put_record calls; yields the partition's record count."""
+    """Partition function: a thread pool of put_record calls; yields the partition's record count.
+
+    Rows hold the group's features in definition order (record id first, event time last)."""
+    names = feature_group.feature_names
+    integral = [t == "Integral" for _, t in feature_group.features]
+
+    def record(row: Any) -> list[dict[str, str]]:
+        return [
+            {"FeatureName": n, "ValueAsString": str(int(v)) if whole else repr(float(v))}
+            for n, v, whole in zip(names, row, integral, strict=True)
+        ]
 
     def run(rows: Iterable[Any]) -> Iterator[int]:
         client = factory()
-        cc, cnt, avg, et = names
-
-        def record(row: Any) -> list[dict[str, str]]:
-            return [
-                {"FeatureName": cc, "ValueAsString": str(int(row[0]))},
-                {"FeatureName": cnt, "ValueAsString": str(int(row[1]))},
-                {"FeatureName": avg, "ValueAsString": repr(float(row[2]))},
-                {"FeatureName": et, "ValueAsString": repr(float(row[3]))},
-            ]
-
         done = 0
         in_flight: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for r in rows:  # bounded in-flight queue: memory stays flat for any partition size
-                in_flight.append(pool.submit(put_with_retry, client, feature_group, record(r)))
+                in_flight.append(pool.submit(put_with_retry, client, feature_group.name, record(r)))
                 if len(in_flight) >= 4 * workers:
                     in_flight.popleft().result()  # re-raises a failure: the task fails, Spark retries it
                     done += 1
@@ -393,13 +477,13 @@ def ingest_snapshot(
     feature_group: str = spec.BATCH_FEATURE_GROUP.name,
     workers: int = 8,
     partitions: int = 0,
+    fs: spec.FeatureSpec = spec.SPEC,
 ) -> int:
-    """Write one record per row of `snapshot` (cc_num, count, avg, cutoff) from the executors."""
-    fg = spec.BATCH_FEATURE_GROUP
-    names = (fg.record_identifier, LONG.count_name, LONG.avg_name, fg.event_time)
+    """Write one record per row of `snapshot` (cc_num, snapshot features, cutoff) from the executors."""
+    group = spec.feature_group(feature_group, fs.snapshot_features, fs)
     n = partitions or snapshot.sparkSession.sparkContext.defaultParallelism
-    rows = snapshot.select(spec.CARD_ID, LONG.count_name, LONG.avg_name, "cutoff").repartition(n)
-    counts = rows.rdd.mapPartitions(_ingest_partition(factory, feature_group, names, workers)).collect()
+    rows = snapshot.select(spec.CARD_ID, *fs.snapshot_features, "cutoff").repartition(n)
+    counts = rows.rdd.mapPartitions(_ingest_partition(factory, group, workers)).collect()
     return int(sum(counts))
 
 
@@ -444,6 +528,15 @@ def _write_text(spark: SparkSession, path: str, text: str) -> None:
         stream.close()
 
 
+def _feature_spec(path: str) -> spec.FeatureSpec:
+    if not path:
+        return spec.SPEC
+    try:
+        return spec.FeatureSpec.from_json(Path(path).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise JobInputError(f"--feature-spec {path}: {exc}") from None
+
+
 def _progress(message: str) -> None:
     print(f"[aggregate] {message}", file=sys.stderr, flush=True)
 
@@ -468,6 +561,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ingest_workers < 1:
         raise JobInputError("--ingest-workers must be >= 1")
     snapshot_day = _parse_day(args.snapshot_date, "--snapshot-date") if args.snapshot_date else None
+    fs = _feature_spec(args.feature_spec)
     factory = None if args.no_ingest else _make_factory(args)
     if __name__ != "__main__":
         # Ship this module's partition code by value: executors need not import processing/.
@@ -479,6 +573,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = t = time.perf_counter()
     spark = _spark(args.local)
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # No `_SUCCESS` markers: the built-in XGBoost container reads every file of a channel and sniffs
+    # the CSV delimiter from whichever comes first; an empty `_SUCCESS` fails it intermittently.
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        "mapreduce.fileoutputcommitter.marksuccessfuljobs", "false"
+    )
     out = args.output.rstrip("/")
     timings["spark_session"] = round(time.perf_counter() - t, 3)
 
@@ -507,13 +606,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows_in, first_day, last_day = int(stats["rows"]), int(stats["first"]), int(stats["last"])
     tx = tx.where(valid).withColumn("day", day)
     end_day = last_day + 1
+    history_days, validation_days, test_days, notice = split_days(
+        end_day - first_day, args.history_days, args.validation_days, args.test_days
+    )
+    if notice:
+        _progress(f"notice: {notice}")
     if snapshot_day is None:
         # Local mode (or a local store) works on historical data: the day after the last transaction.
         local_mode = args.local or args.feature_store == "local"
         snapshot_day = end_day if local_mode else int(time.time()) // DAY
-    test_start = end_day - args.test_days
-    val_start = test_start - args.validation_days
-    train_start = first_day + args.history_days
+    test_start = end_day - test_days
+    val_start = test_start - validation_days
+    train_start = first_day + history_days
     timings["read"] = round(time.perf_counter() - t, 3)
     _progress(f"{rows_in:,} rows, {_day_str(first_day)}..{_day_str(last_day)}; computing features")
 
@@ -527,8 +631,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     # Windows over all rows first (the warm-up days feed them), then drop the warm-up days.
     # `datetime` is re-derived after the shuffle: one column less through the sort.
-    rows = training_rows(tx.drop("datetime")).withColumn("split", split).where(F.col("split").isNotNull())
-    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME)).select(*PARQUET_COLUMNS, "split")
+    rows = training_rows(tx.drop("datetime"), fs).withColumn("split", split).where(F.col("split").isNotNull())
+    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME)).select(
+        *parquet_columns(fs), "split"
+    )
     # One pass writes all splits; concurrent writers avoid sorting 5 M rows by the partition column.
     previous = spark.conf.get("spark.sql.maxConcurrentOutputFileWriters", "0")
     spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", str(len(SPLITS) + 1))
@@ -547,7 +653,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t = time.perf_counter()
     split_rows: dict[str, int] = {}
-    csv_columns = [spec.LABEL, *spec.MODEL_FEATURES]
+    csv_columns = [spec.LABEL, *fs.model_features]
     for name in SPLITS:
         part = spark.read.parquet(f"{out}/parquet/{name}")
         split_rows[name] = part.count()
@@ -556,14 +662,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _progress(f"training CSV written in {timings['training_csv']:.1f}s: {json.dumps(split_rows)}")
 
     t = time.perf_counter()
-    snapshots = snapshot_grid(tx, first_day, end_day)
+    snapshots = snapshot_grid(tx, first_day, end_day, fs)
     if not first_day <= snapshot_day <= end_day:
-        snapshots = snapshots.unionByName(direct_snapshot(tx, snapshot_day))
+        snapshots = snapshots.unionByName(direct_snapshot(tx, snapshot_day, fs))
     snapshots = snapshots.select(
         spec.CARD_ID,
         (F.col("day") * DAY).cast("long").alias("cutoff"),
-        LONG.count_name,
-        LONG.avg_name,
+        *fs.snapshot_features,
     )
     snapshots.write.mode("overwrite").parquet(f"{out}/snapshots")
     latest = spark.read.parquet(f"{out}/snapshots").where(F.col("cutoff") == snapshot_day * DAY)
@@ -577,7 +682,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"ingesting cut-off {_day_str(snapshot_day)} into {args.feature_group} ({args.feature_store})"
         )
         ingested = ingest_snapshot(
-            latest, factory, args.feature_group, args.ingest_workers, args.ingest_partitions
+            latest, factory, args.feature_group, args.ingest_workers, args.ingest_partitions, fs
         )
         timings["ingest"] = round(time.perf_counter() - t, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
@@ -593,6 +698,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cards": n_cards,
         "first_day": _day_str(first_day),
         "last_day": _day_str(last_day),
+        "split_days": {"history": history_days, "validation": validation_days, "test": test_days},
+        "split_notice": notice,
+        "model_features": list(fs.model_features),
         "splits": {
             "train_start": _day_str(train_start),
             "validation_start": _day_str(val_start),

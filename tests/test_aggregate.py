@@ -19,12 +19,13 @@ import pytest
 from features import spec
 from pipeline.local.feature_store import LocalFeatureStoreRuntime
 from processing import aggregate
+from tests.reference import brute_force
 
 pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
 
 DAY = 86_400
-W10 = spec.SHORT_WINDOW.seconds
-W1W = spec.LONG_WINDOW.seconds
+W10 = 600
+W1W = 7 * DAY
 START = int(datetime(2020, 3, 1, tzinfo=UTC).timestamp())
 N_DAYS = 30
 
@@ -32,7 +33,7 @@ N_DAYS = 30
 # Rows every path rejects (spec.valid_event_sql, plus the batch-only label rule), on a busy card and
 # inside the training days: if one slipped through, card a's windows would differ from the reference.
 _CARD_A, _WHEN = "4000000000000000", "2020-03-12 01:00:00"
-_RANGE = "negative or non-finite cc_num/amount/trans_ts"
+_RANGE = "out-of-range or non-finite cc_num/amount/trans_ts"
 INVALID_ROWS = [
     ("bad-row,not-a-date,4000000000000000,1.0,0", "trans_ts (from datetime) missing or unparsable"),
     (f",{_WHEN},{_CARD_A},10.0,0", "tid missing or unparsable"),
@@ -43,6 +44,9 @@ INVALID_ROWS = [
     (f"inv-inf-amount,{_WHEN},{_CARD_A},Infinity,1", _RANGE),
     (f"inv-neg-card,{_WHEN},-{_CARD_A},10.0,0", _RANGE),
     (f"inv-1969,1969-12-31 23:59:59,{_CARD_A},10.0,0", _RANGE),
+    (f"inv-huge-amount,{_WHEN},{_CARD_A},1e27,0", _RANGE),
+    (f"inv-2100,2100-01-01 00:00:01,{_CARD_A},10.0,0", _RANGE),
+    (f"inv-card-fraction,{_WHEN},{_CARD_A}.5,10.0,0", "cc_num missing or unparsable"),
     (f"inv-label-2,{_WHEN},{_CARD_A},10.0,2", "fraud_label not 0 or 1"),
     (f"inv-label-half,{_WHEN},{_CARD_A},10.0,0.5", "fraud_label not 0 or 1"),
     (f"inv-label-none,{_WHEN},{_CARD_A},10.0,", "fraud_label missing or unparsable"),
@@ -72,36 +76,10 @@ def make_transactions(seed: int = 11) -> pd.DataFrame:
     return df.sample(frac=1, random_state=seed).reset_index(drop=True)
 
 
-def reference(
-    df: pd.DataFrame,
-) -> tuple[dict[str, dict[str, float]], dict[tuple[int, int], tuple[int, float]]]:
-    """Brute force, straight from DESIGN.md: per tid features, and (card, cut-off) snapshots."""
-    by_card: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for cc, ts, amt in zip(df["cc_num"], df["ts"], df["amount"], strict=True):
-        by_card[int(cc)].append((int(ts), float(amt)))
-
-    def snap(cc: int, cutoff: int) -> tuple[int, float]:
-        vals = [a for t, a in by_card[cc] if cutoff - W1W <= t < cutoff]
-        return len(vals), (sum(vals) / len(vals) if vals else 0.0)
-
-    feats: dict[str, dict[str, float]] = {}
-    for tid, cc, ts, amt in zip(df["tid"], df["cc_num"], df["ts"], df["amount"], strict=True):
-        short = [a for t, a in by_card[int(cc)] if ts - W10 <= t <= ts]
-        n1w, a1w = snap(int(cc), int(ts) // DAY * DAY)
-        row = {
-            spec.SHORT_WINDOW.count_name: len(short),
-            spec.SHORT_WINDOW.avg_name: sum(short) / len(short),
-            spec.LONG_WINDOW.count_name: n1w,
-            spec.LONG_WINDOW.avg_name: a1w,
-            "amount": float(amt),
-        }
-        row["amt_ratio1"] = row[spec.SHORT_WINDOW.avg_name] / a1w if a1w else 0.0
-        row["amt_ratio2"] = float(amt) / a1w if a1w else 0.0
-        row["count_ratio"] = len(short) / n1w if n1w else 0.0
-        feats[tid] = row
-    first, last = int(df["ts"].min()) // DAY, int(df["ts"].max()) // DAY
-    snaps = {(cc, d * DAY): snap(cc, d * DAY) for cc in by_card for d in range(first, last + 2)}
-    return feats, snaps
+def reference(df: pd.DataFrame, fs: spec.FeatureSpec = spec.SPEC):
+    """Brute force (tests/reference.py): features by tid, snapshots by (card, cut-off)."""
+    rows = zip(df["tid"], df["cc_num"], df["ts"], df["amount"], strict=True)
+    return brute_force(rows, fs)
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +116,11 @@ def test_features_equal_brute_force_reference(run, data):
     out, _, _ = run
     feats, _ = reference(data)
     got = pd.concat([read_parquet_dir(out / "parquet" / s) for s in aggregate.SPLITS], ignore_index=True)
-    assert list(got.columns) == list(aggregate.PARQUET_COLUMNS)
+    assert list(got.columns) == list(aggregate.parquet_columns())
     train_start = START // DAY * DAY + 3 * DAY
     expected_tids = set(data.loc[data["ts"] >= train_start, "tid"])
     assert set(got["tid"]) == expected_tids and got["tid"].is_unique
-    names = [*aggregate.AGGREGATES, *(r.name for r in spec.RATIOS), "amount"]
+    names = [*spec.STREAMING_FEATURES, *spec.SNAPSHOT_FEATURES, *(r.name for r in spec.RATIOS), "amount"]
     for row in got.itertuples(index=False):
         exp = feats[row.tid]
         for name in names:
@@ -179,15 +157,15 @@ def test_snapshot_table_every_cutoff(run, data):
     out, _summary, _ = run
     _, snaps = reference(data)
     got = read_parquet_dir(out / "snapshots")
-    assert list(got.columns) == ["cc_num", "cutoff", "num_trans_last_1w", "avg_amt_last_1w"]
+    assert list(got.columns) == ["cc_num", "cutoff", *spec.SNAPSHOT_FEATURES]
     assert len(got) == len(snaps) == 6 * (N_DAYS + 1)  # dense grid: every card, first day .. day after last
     for row in got.itertuples(index=False):
-        n, avg = snaps[(row.cc_num, row.cutoff)]
-        assert row.num_trans_last_1w == n
-        assert row.avg_amt_last_1w == pytest.approx(avg, rel=1e-12, abs=1e-12)
+        want = snaps[(row.cc_num, row.cutoff)]
+        for name in spec.SNAPSHOT_FEATURES:
+            assert getattr(row, name) == pytest.approx(want[name], rel=1e-12, abs=1e-12)
     b, cut = 4000000000000001, START + 20 * DAY
     at_cut = got[(got["cc_num"] == b) & (got["cutoff"] == cut)].iloc[0]
-    expected = snaps[(b, cut)][0]
+    expected = snaps[(b, cut)]["num_trans_last_1w"]
     assert at_cut["num_trans_last_1w"] == expected  # includes cut - 7 d, excludes cut itself
 
 
@@ -302,10 +280,11 @@ def test_ingests_latest_snapshot_into_local_store(run, data):
     for cc in data["cc_num"].unique():
         rec = store.get_record(FeatureGroupName=fg, RecordIdentifierValueAsString=str(cc))["Record"]
         got = {f["FeatureName"]: f["ValueAsString"] for f in rec}
-        n, avg = snaps[(int(cc), cutoff)]
+        want = snaps[(int(cc), cutoff)]
         assert float(got["trans_time"]) == cutoff
-        assert int(got["num_trans_last_1w"]) == n
-        assert float(got["avg_amt_last_1w"]) == pytest.approx(avg, rel=1e-12)
+        assert set(got) == set(spec.BATCH_FEATURE_GROUP.feature_names)
+        for name in spec.SNAPSHOT_FEATURES:
+            assert float(got[name]) == pytest.approx(want[name], rel=1e-12)
 
 
 def test_explicit_snapshot_date_outside_data_and_parquet_input(spark, data, tmp_path):
@@ -423,8 +402,7 @@ def test_partition_writes_sagemaker_records_with_retry(no_network):
             "put_record", service_error_code="ThrottlingException", expected_params=expected
         )
         stub.add_response("put_record", {}, expected_params=expected)
-        names = (fg.record_identifier, "num_trans_last_1w", "avg_amt_last_1w", fg.event_time)
-        run = aggregate._ingest_partition(lambda: client, fg.name, names, workers=2)
+        run = aggregate._ingest_partition(lambda: client, fg, workers=2)
         counts = list(run([(4000000000000001, 12, 123.45678901234567, 1590969600)]))
         stub.assert_no_pending_responses()
     assert counts == [1]
