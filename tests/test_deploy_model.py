@@ -411,4 +411,3 @@ def test_update_racing_with_a_concurrent_invocation_is_resolved_by_reading_the_e
         run(other)
     with pytest.raises(h.ClientError, match="ThrottlingException"):
         run(None, error_code="ThrottlingException")
-

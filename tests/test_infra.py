@@ -860,7 +860,9 @@ def test_smoke_runs_every_step_in_order_and_waits_for_the_approved_version(tmp_p
     assert f"--expect {tmp_path}/smoke/sent.jsonl" in decisions
     assert sum(c.startswith("aws sagemaker describe-endpoint") for c in calls) == 3  # until v3 is InService
     assert "smoke OK" in proc.stderr
-    assert re.search(r"^smoke: install\n\tbash infra/smoke.sh$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert re.search(
+        r"^smoke: install\n\tbash infra/smoke.sh$", (REPO / "Makefile").read_text(), re.MULTILINE
+    )
 
 
 @pytest.mark.parametrize("fail_at", ["upsert", "start", "approve", "send", "decisions"])
