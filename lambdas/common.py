@@ -249,19 +249,28 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     if label is not None and label not in (0, 1):
         raise MalformedRecord(f"{spec.LABEL} must be 0 or 1 when present, got {label!r}")
     if enriched:
-        w = spec.SHORT_WINDOW
-        n, avg, late = obj.get(w.count_name), obj.get(w.avg_name), obj.get("late")
-        if not _is_int(n) or n < 1:
-            raise MalformedRecord(f"{w.count_name} must be an integer >= 1, got {n!r}")
-        if not _is_number(avg):
-            raise MalformedRecord(f"{w.avg_name} must be a number, got {avg!r}")
-        problem = spec.value_problem(w.avg_name, _as_float(avg))
-        if problem:
-            raise MalformedRecord(problem)
+        late = obj.get("late")
         if not isinstance(late, bool):
             raise MalformedRecord(f"late must be a boolean, got {late!r}")
-        out[w.avg_name] = _as_float(avg)
+        for name in spec.STREAMING_FEATURES:
+            out[name] = _streaming_value(name, obj.get(name))
     return out
+
+
+def _streaming_value(name: str, v: Any) -> float | int:
+    """A streaming feature of an enriched event, checked by its declared kind."""
+    if spec.SPEC.feature_type(name) == "Integral":  # counts: the window holds the event itself
+        if not _is_int(v) or v < 1:
+            raise MalformedRecord(f"{name} must be an integer >= 1, got {v!r}")
+        return int(v)
+    if not _is_number(v):
+        raise MalformedRecord(f"{name} must be a number, got {v!r}")
+    value = _as_float(v)
+    if value == spec.RECENCY_SENTINEL and spec.SPEC.kind_of(name) == "recency":
+        return value
+    if not math.isfinite(value) or value < 0:
+        raise MalformedRecord(f"{name} must be a finite number >= 0, got {v!r}")
+    return value
 
 
 def _no_constants(name: str) -> Any:

@@ -41,13 +41,11 @@ class Config:
 
 def record_of(ev: Mapping[str, Any]) -> list[dict[str, str]]:
     """The `cc-agg-fg` record of an enriched event, in the feature group's schema order."""
-    fg, w = spec.STREAMING_FEATURE_GROUP, spec.SHORT_WINDOW
-    values = {
-        spec.CARD_ID: str(ev[spec.CARD_ID]),
-        w.count_name: str(int(ev[w.count_name])),
-        w.avg_name: repr(float(ev[w.avg_name])),
-        fg.event_time: repr(float(ev[spec.EVENT_TIME])),
-    }
+    fg = spec.STREAMING_FEATURE_GROUP
+    values = {spec.CARD_ID: str(ev[spec.CARD_ID]), fg.event_time: repr(float(ev[spec.EVENT_TIME]))}
+    for name, kind in fg.features:
+        if name not in values:
+            values[name] = str(int(ev[name])) if kind == "Integral" else repr(float(ev[name]))
     return [{"FeatureName": n, "ValueAsString": values[n]} for n in fg.feature_names]
 
 

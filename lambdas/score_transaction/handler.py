@@ -63,10 +63,10 @@ def fetch_snapshots(
     *,
     policy: common.RetryPolicy,
     sleep: Callable[[float], None],
-) -> dict[int, tuple[float, float]]:
-    """(count, avg) of the 1-week snapshot per card; cards without a record are absent (= 0, 0)."""
-    w = spec.LONG_WINDOW
-    out: dict[int, tuple[float, float]] = {}
+) -> dict[int, dict[str, float]]:
+    """Snapshot features per card; cards without a record are absent (= all 0, as the batch rule)."""
+    names = list(spec.SNAPSHOT_FEATURES)
+    out: dict[int, dict[str, float]] = {}
     for start in range(0, len(cards), BATCH_GET_LIMIT):
         pending = [str(c) for c in cards[start : start + BATCH_GET_LIMIT]]
         for attempt in range(policy.max_attempts):
@@ -74,17 +74,14 @@ def fetch_snapshots(
                 {
                     "FeatureGroupName": group,
                     "RecordIdentifiersValueAsString": pending,
-                    "FeatureNames": [w.count_name, w.avg_name],
+                    "FeatureNames": names,
                 }
             ]
             resp = common.with_retries(
                 lambda ids=ids: featurestore.batch_get_record(Identifiers=ids), policy=policy, sleep=sleep
             )
             for rec in resp.get("Records", []):
-                out[int(rec["RecordIdentifierValueAsString"])] = (
-                    _float(rec["Record"], w.count_name),
-                    _float(rec["Record"], w.avg_name),
-                )
+                out[int(rec["RecordIdentifierValueAsString"])] = {n: _float(rec["Record"], n) for n in names}
             errors = resp.get("Errors") or []
             hard = [e for e in errors if e.get("ErrorCode") not in common.THROTTLING_CODES]
             if hard:
@@ -103,24 +100,16 @@ def fetch_snapshots(
 
 
 def feature_rows(
-    events: Sequence[dict[str, Any]], snapshots: Mapping[int, tuple[float, float]]
+    events: Sequence[dict[str, Any]], snapshots: Mapping[int, Mapping[str, float]]
 ) -> list[dict[str, float]]:
-    """Model input per event (by name, model order) via the shared spec code."""
-    s, lw = spec.SHORT_WINDOW, spec.LONG_WINDOW
+    """Model input per event (by name, model order): the event's streaming features, its card's
+    snapshot (0 for a card without one), the ratios, via the shared spec code."""
+    empty = dict.fromkeys(spec.SNAPSHOT_FEATURES, 0.0)
     rows = []
     for ev in events:
-        n1w, avg1w = snapshots.get(ev[spec.CARD_ID], (0.0, 0.0))
-        rows.append(
-            spec.model_input(
-                {
-                    spec.AMOUNT: ev[spec.AMOUNT],
-                    s.count_name: ev[s.count_name],
-                    s.avg_name: ev[s.avg_name],
-                    lw.count_name: n1w,
-                    lw.avg_name: avg1w,
-                }
-            )
-        )
+        values = {spec.AMOUNT: ev[spec.AMOUNT], **{n: ev[n] for n in spec.STREAMING_FEATURES}}
+        values.update(snapshots.get(ev[spec.CARD_ID], empty))
+        rows.append(spec.model_input(values))
     return rows
 
 
