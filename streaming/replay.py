@@ -130,7 +130,7 @@ class SnapshotPublisher:
         self.cards: set[int] = set()
         self.days: list[int] = []
 
-    COLUMNS = (spec.CARD_ID, "cutoff", spec.LONG_WINDOW.count_name, spec.LONG_WINDOW.avg_name)
+    COLUMNS = (spec.CARD_ID, "cutoff", *spec.SNAPSHOT_FEATURES)
 
     def check(self) -> None:
         """Fail before the (slow) Flink run when the table is unreadable or lacks a column."""
@@ -145,34 +145,32 @@ class SnapshotPublisher:
         if missing:
             raise ReplayError(f"snapshot table {self.dir} lacks column(s): {', '.join(missing)}")
 
-    def _day_rows(self, day: int) -> list[tuple[int, int, float]]:
+    def _day_rows(self, day: int) -> list[tuple[Any, ...]]:
+        """(card, *snapshot features) of one cut-off."""
         import pyarrow as pa
         import pyarrow.dataset as ds
 
-        lw = spec.LONG_WINDOW
         try:
             table = ds.dataset(self.dir, format="parquet").to_table(
-                columns=[spec.CARD_ID, lw.count_name, lw.avg_name], filter=ds.field("cutoff") == day * DAY
+                columns=[spec.CARD_ID, *spec.SNAPSHOT_FEATURES], filter=ds.field("cutoff") == day * DAY
             )
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise ReplayError(f"cannot read snapshot table {self.dir}: {_one_line(exc)}") from None
         d = table.to_pydict()
-        return list(zip(d[spec.CARD_ID], d[lw.count_name], d[lw.avg_name], strict=True))
+        return list(zip(*(d[c] for c in (spec.CARD_ID, *spec.SNAPSHOT_FEATURES)), strict=True))
 
     def publish(self, day: int) -> int:
-        """Write day's snapshot (event time = its cut-off); cards absent that day get 0/0."""
-        fg, lw = spec.BATCH_FEATURE_GROUP, spec.LONG_WINDOW
+        """Write day's snapshot (event time = its cut-off); cards absent that day get all 0."""
+        fg = spec.BATCH_FEATURE_GROUP
+        kinds = dict(fg.features)
         cutoff = repr(float(day * DAY))
         rows = self._day_rows(day)
-        seen = {int(c) for c, _, _ in rows}
-        rows += [(c, 0, 0.0) for c in self.cards - seen]
-        for card, n, avg in rows:
-            values = {
-                spec.CARD_ID: str(int(card)),
-                lw.count_name: str(int(n)),
-                lw.avg_name: repr(float(avg)),
-                fg.event_time: cutoff,
-            }
+        seen = {int(r[0]) for r in rows}
+        rows += [(c, *(0 for _ in spec.SNAPSHOT_FEATURES)) for c in self.cards - seen]
+        for card, *snapshot in rows:
+            values = {spec.CARD_ID: str(int(card)), fg.event_time: cutoff}
+            for name, v in zip(spec.SNAPSHOT_FEATURES, snapshot, strict=True):
+                values[name] = str(int(v)) if kinds[name] == "Integral" else repr(float(v))
             self.store.put_record(
                 FeatureGroupName=fg.name,
                 Record=[{"FeatureName": k, "ValueAsString": values[k]} for k in fg.feature_names],
