@@ -35,12 +35,14 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from sklearn import metrics as skm
 
 from features import spec
 from training.model_artifact import ArtifactError, load_booster, read_label_first_csv
 
 EVALUATION_JSON = "evaluation.json"
 EVALUATION_PNG = "evaluation.png"
+IMPORTANCE_PNG = "feature_importance.png"
 CURVE_POINTS = 101
 
 
@@ -48,50 +50,30 @@ class EvaluationError(ValueError):
     """Bad inputs for an evaluation (user error)."""
 
 
-def binary_clf_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false positives, true positives, thresholds) at each distinct score, highest threshold first."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    s = np.asarray(scores, dtype=np.float64)[order]
-    y = np.asarray(y_true, dtype=np.float64)[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last_of_run]
-    fps = (last_of_run + 1) - tps
-    return fps, tps, s[last_of_run]
-
-
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
-    fps, tps, thr = binary_clf_curve(y_true, scores)
-    fps, tps, thr = np.r_[0, fps], np.r_[0, tps], np.r_[np.inf, thr]
-    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
-    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
-    return fpr, tpr, thr
+    """(fpr, tpr, thresholds) at full resolution (scikit-learn, no point dropped)."""
+    return skm.roc_curve(y_true, scores, drop_intermediate=False)
 
 
 def precision_recall_curve(
     y_true: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) with decreasing recall, ending at (1, 0) like scikit-learn >= 1.1."""
-    fps, tps, thr = binary_clf_curve(y_true, scores)
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1] if tps[-1] > 0 else np.zeros_like(tps)
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thr[::-1]
+    """(precision, recall, thresholds) with decreasing recall, ending at (1, 0) (scikit-learn)."""
+    return skm.precision_recall_curve(y_true, scores)
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoids); NaN with a single class."""
-    fpr, tpr, _ = roc_curve(y_true, scores)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    """Area under the ROC curve; NaN with a single class."""
+    if np.unique(np.asarray(y_true)).size < 2:
         return math.nan
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return float(skm.roc_auc_score(y_true, scores))
 
 
 def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Average precision = sum over thresholds of (R_n - R_{n-1}) P_n (the PR-AUC without interpolation)."""
     if not np.any(np.asarray(y_true) == 1):
         return math.nan
-    precision, recall, _ = precision_recall_curve(y_true, scores)
-    return float(-np.sum(np.diff(recall) * precision[:-1]))
+    return float(skm.average_precision_score(y_true, scores))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -246,6 +228,46 @@ def plot_curves(
     return path
 
 
+def feature_importance(booster: Any, names: tuple[str, ...] = spec.MODEL_FEATURES) -> dict[str, Any]:
+    """Total gain per model input, by name (the CSV channels carry no names: column i is names[i]).
+
+    Total gain (not the per-split average) says how much each feature reduced the loss overall;
+    `share` is its fraction of the sum. A feature the trees never split on has 0."""
+    raw = booster.get_score(importance_type="total_gain")
+    if booster.num_features() != len(names):
+        names = tuple(f"f{i}" for i in range(booster.num_features()))
+    gains = {n: float(raw.get(f"f{i}", raw.get(n, 0.0))) for i, n in enumerate(names)}
+    total = sum(gains.values()) or 1.0
+    ordered = sorted(gains.items(), key=lambda kv: -kv[1])
+    return {
+        "importance_type": "total_gain",
+        "features": {n: {"gain": round(g, 6), "share": round(g / total, 6)} for n, g in ordered},
+    }
+
+
+def plot_importance(importance: dict[str, Any], path: str | Path) -> Path | None:
+    """Horizontal bars of each feature's share of the total gain; None when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    items = list(importance["features"].items())[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
+    ax.barh([n for n, _ in items], [v["share"] for _, v in items], color="steelblue")
+    for i, (_, v) in enumerate(items):
+        ax.text(v["share"], i, f" {v['share']:.1%}", va="center", fontsize=8)
+    ax.set(xlabel="share of total gain", title="Feature importance (XGBoost total gain)")
+    ax.set_xlim(0, max(v["share"] for _, v in items) * 1.2 or 1)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     text = json.dumps(payload, indent=1, allow_nan=False)
     # Keep curve arrays on one line each: readable metrics, compact file.
@@ -285,10 +307,16 @@ def evaluate(
     if undefined:
         dataset["undefined_metrics"] = undefined
         print(f"evaluate: warning: {NO_POSITIVES_REASON} (pr_auc = 0.0)", file=sys.stderr, flush=True)
-    document = {"binary_classification_metrics": metrics, "dataset": dataset}
+    importance = feature_importance(booster)
+    document = {
+        "binary_classification_metrics": metrics,
+        "dataset": dataset,
+        "feature_importance": importance,
+    }
     _write_json_atomic(output_dir / EVALUATION_JSON, document)
     if plot:
         plot_curves(y, scores, metrics, output_dir / EVALUATION_PNG)
+        plot_importance(importance, output_dir / IMPORTANCE_PNG)
     print(
         f"evaluated {y.size} rows in {time.perf_counter() - started:.2f} s: auc={metrics['auc']['value']} "
         f"pr_auc={metrics['pr_auc']['value']} precision={metrics['precision']['value']:.4f} "
