@@ -29,7 +29,7 @@ from features import spec
 from pipeline.local.signals import Terminated, describe, exit_code, terminate_as_exception
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
-from processing.simulate import FULL_ROWS
+from processing.simulate import DEFAULT_PROFILE, FULL_ROWS, PROFILES
 
 DEFAULT_WORK_DIR = Path("work/local")
 DEPLOYED_FILE = "deployed.json"
@@ -236,7 +236,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
 
         out = work_dir / "data" / "transactions.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame = simulate(rows=args.rows, seed=args.seed)
+        frame = simulate(rows=args.rows, seed=args.seed, profile=args.fraud_profile)
         write_transactions(frame, out)
         state["transactions"] = out
         return f"{len(frame):,} transactions, {frame['cc_num'].nunique():,} cards -> {out}"
@@ -255,6 +255,11 @@ def run_local(args: argparse.Namespace) -> RunReport:
         ]  # fmt: skip
         if args.snapshot_date:
             argv += ["--snapshot-date", args.snapshot_date]
+        argv += [
+            f"--history-days={args.history_days}",
+            f"--validation-days={args.validation_days}",
+            f"--test-days={args.test_days}",
+        ]
         try:
             summary = aggregate.main(argv)
         except Exception as exc:
@@ -263,12 +268,14 @@ def run_local(args: argparse.Namespace) -> RunReport:
                 raise
             raise StepFailed(f"aggregate+ingest: Spark failed on the input: {_spark_reason(exc)}") from None
         state["aggregate"] = summary
+        if summary.get("split_notice"):
+            print(f"  notice: {summary['split_notice']}", flush=True)
         rows = summary["rows_out"]
         empty = [split for split in ("train", "validation", "test") if not rows.get(split)]
         if empty:
             raise StepFailed(
                 f"the {'/'.join(empty)} split is empty: data from {summary.get('first_day')} to {summary.get('last_day')} is too "
-                f"short for the time-based split (first {HISTORY_DAYS} days are history, last {TEST_DAYS} test, {VALIDATION_DAYS} before them validation)"
+                f"short for the time-based split (first {args.history_days} days are history, last {args.test_days} test, {args.validation_days} before them validation)"
             )
         return (
             f"train {rows.get('train', '?'):,} / validation {rows.get('validation', '?'):,} / "
@@ -464,6 +471,16 @@ def _endpoint_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     local = commands.add_parser("local", help="run the whole pipeline locally (no AWS)", description=__doc__)
     local.add_argument(
@@ -483,6 +500,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     local.add_argument(
         "--snapshot-date",
         help="cut-off of the published 1-week snapshot (default: day after the last transaction)",
+    )
+    for name, default in (("history", HISTORY_DAYS), ("validation", VALIDATION_DAYS), ("test", TEST_DAYS)):
+        local.add_argument(
+            f"--{name}-days",
+            type=_non_negative_int,
+            default=default,
+            help=f"{name} period of the time-based split in days (default: %(default)s; shrinks with short data)",
+        )
+    local.add_argument(
+        "--fraud-profile",
+        choices=PROFILES,
+        default=DEFAULT_PROFILE,
+        help="simulator fraud process: study (default, the original study's) or cashout (easier)",
     )
     local.add_argument(
         "--min-pr-auc",
