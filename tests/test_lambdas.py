@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -17,9 +18,27 @@ from lambdas.ingest_aggregates import handler as ingest
 from lambdas.score_transaction import handler as score
 from pipeline.local.feature_store import LocalFeatureStoreRuntime
 
-S, L = spec.SHORT_WINDOW, spec.LONG_WINDOW
+S = SimpleNamespace(count_name="num_trans_last_10m", avg_name="avg_amt_last_10m")
+L = SimpleNamespace(count_name="num_trans_last_1w", avg_name="avg_amt_last_1w")
 NO_SLEEP = common.RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0)
 QUEUE = "https://sqs.us-east-1.amazonaws.com/000000000000/failures"
+
+
+def streaming_values(n=1, avg=1.0) -> dict:
+    """Every declared streaming feature: counts n, averages avg, recency the sentinel."""
+    out = {}
+    for name in spec.STREAMING_FEATURES:
+        kind = spec.SPEC.kind_of(name)
+        if kind == "recency":
+            out[name] = spec.RECENCY_SENTINEL
+        else:
+            out[name] = n if spec.SPEC.feature_type(name) == "Integral" else avg
+    return out
+
+
+def study(features: dict) -> dict:
+    """The study's four inputs of a decision's features (the rest are the event's own values)."""
+    return {k: features[k] for k in spec.STUDY_FEATURES}
 
 
 def enriched(tid, card, amount, ts, n=1, avg=None, late=False, **extra):
@@ -28,8 +47,7 @@ def enriched(tid, card, amount, ts, n=1, avg=None, late=False, **extra):
         "cc_num": card,
         "amount": amount,
         "trans_ts": ts,
-        S.count_name: n,
-        S.avg_name: amount if avg is None else avg,
+        **streaming_values(n, amount if avg is None else avg),
         "late": late,
         **extra,
     }
@@ -107,7 +125,7 @@ MALFORMED = [
     (json.dumps(enriched("m2", "abc", 1.0, 1.0)).encode(), "cc_num must be"),
     (json.dumps(enriched("m3", 1, -3.0, 1.0)).encode(), "amount must be >= 0"),
     (b'{"tid": "m4", "cc_num": 1, "amount": Infinity, "trans_ts": 1.0}', "non-finite"),
-    (json.dumps(enriched("m5", 1, 1.0, 1.0, n="3")).encode(), S.count_name),
+    (json.dumps(enriched("m5", 1, 1.0, 1.0, n="3")).encode(), "must be an integer >= 1"),
     (json.dumps(enriched("m6", 1, 1.0, 1.0, late=None)).encode(), "late must be a boolean"),
     ("\udcff".encode("utf-8", "surrogatepass"), "not UTF-8"),
 ]
@@ -141,7 +159,7 @@ def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
     decisions = {d["tid"]: d for d in kin.decisions()}
     assert set(decisions) == {"t1", "t2", "t3", "t4"}
     # t1: card 1 snapshot (10, 50.0): ratios from the spec formulas.
-    assert decisions["t1"]["features"] == {
+    assert study(decisions["t1"]["features"]) == {
         "amount": 100.0,
         "amt_ratio1": 80.0 / 50.0,
         "amt_ratio2": 2.0,
@@ -149,13 +167,13 @@ def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
     }
     assert list(decisions["t1"]["features"]) == list(spec.MODEL_FEATURES)
     # t2: avg_1w 0 -> ratios on avg are 0; t3: no snapshot at all -> every ratio 0.
-    assert decisions["t2"]["features"] == {
+    assert study(decisions["t2"]["features"]) == {
         "amount": 7.5,
         "amt_ratio1": 0.0,
         "amt_ratio2": 0.0,
         "count_ratio": 0.25,
     }
-    assert decisions["t3"]["features"] == {
+    assert study(decisions["t3"]["features"]) == {
         "amount": 900.0,
         "amt_ratio1": 0.0,
         "amt_ratio2": 0.0,
@@ -173,9 +191,10 @@ def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
 
 
 def test_csv_body_is_bit_exact():
-    rows = [{"amount": 0.1, "amt_ratio1": 1 / 3, "amt_ratio2": 1e-300, "count_ratio": 2.0}]
-    line = score.to_csv(rows)
-    assert [float(x) for x in line.split(",")] == [0.1, 1 / 3, 1e-300, 2.0]
+    values = [0.1, 1 / 3, 1e-300, 2.0, 5e-324, 1e300][: len(spec.MODEL_FEATURES)]
+    values += [float(i) / 7 for i in range(len(spec.MODEL_FEATURES) - len(values))]
+    line = score.to_csv([dict(zip(spec.MODEL_FEATURES, values, strict=True))])
+    assert [float(x) for x in line.split(",")] == values
 
 
 def test_malformed_records_go_to_failure_queue_not_retried(store):
@@ -398,7 +417,13 @@ def test_ingest_writes_event_time_and_skips_late(store):
         f["FeatureName"]: f["ValueAsString"]
         for f in store.get_record(FeatureGroupName=fg, RecordIdentifierValueAsString="7")["Record"]
     }
-    assert rec == {"cc_num": "7", S.count_name: "2", S.avg_name: "15.0", "trans_time": "1000.0"}
+    assert set(rec) == set(spec.STREAMING_FEATURE_GROUP.feature_names)
+    assert {k: rec[k] for k in ("cc_num", S.count_name, S.avg_name, "trans_time")} == {
+        "cc_num": "7",
+        S.count_name: "2",
+        S.avg_name: "15.0",
+        "trans_time": "1000.0",
+    }
     assert len(sqs.messages) == 1 and "bad JSON" in sqs.messages[0]["reason"]
     # An older (redelivered / reordered) event never replaces the newer record.
     ingest.process_batch(
@@ -753,7 +778,7 @@ def test_validate_event_delegates_ranges_to_spec(monkeypatch):
         (json.dumps(enriched("t", 2**64, 1.0, 1.0)), "cc_num must fit in a signed 64-bit integer"),
         (json.dumps(enriched("t", 1, "1.0", 1.0)), "amount must be a number, got '1.0'"),
         (json.dumps(enriched("t", 1, 1.0, True)), "trans_ts must be a number, got True"),
-        (json.dumps(enriched("t", 1, 1.0, 1.0, avg=-2.0)), "avg_amt_last_10m must be >= 0, got -2.0"),
+        (json.dumps(enriched("t", 1, 1.0, 1.0, avg=-2.0)), "avg_amt_last_10m must be a finite number >= 0, got -2.0"),
         ("1" * 5000, "bad JSON"),
         ("[" * 100_000, "bad JSON: nested too deeply"),
     ],
@@ -846,7 +871,7 @@ def test_refusal_is_read_from_the_boto3_modeled_error():
 
 
 def test_non_finite_model_input_is_rejected_before_the_endpoint_call(store, tmp_path):
-    """amount 1.7e308 over a tiny weekly average makes amt_ratio2 infinite: that record goes to the
+    """the largest valid amount (1e9) over a tiny weekly average makes amt_ratio2 infinite: that record goes to the
     failure queue with the reason, the real endpoint never sees it, the rest of the batch is decided."""
     import numpy as np
     import xgboost as xgb
@@ -870,7 +895,7 @@ def test_non_finite_model_input_is_rejected_before_the_endpoint_call(store, tmp_
     server = LocalEndpointServer(write_model_archive(booster, tmp_path / "m.tar.gz")).start()
     kin, sqs = FakeKinesis(), FakeSqs()
     try:
-        events = [enriched("ok1", 1, 10.0, 1.6e9), enriched("huge", 5, 1.7e308, 1.6e9 + 1, avg=1.0)]
+        events = [enriched("ok1", 1, 10.0, 1.6e9), enriched("huge", 5, 1e9, 1.6e9 + 1, avg=1.0)]
         events.append(enriched("ok2", 2, 20.0, 1.6e9 + 2))
         resp = score.process_batch(
             common.kinesis_event(events),
