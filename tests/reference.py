@@ -53,3 +53,13 @@ def brute_force(
     first, last = int(min(times)) // DAY, int(max(times)) // DAY
     snaps = {(c, d * DAY): snapshot(c, d * DAY) for c in by_card for d in range(first, last + 2)}
     return feats, snaps
+
+
+def lone_event_features(amount: float | None, fs: spec.FeatureSpec = spec.SPEC) -> dict[str, float | None]:
+    """Streaming features of a card's only event (count 1, every amount aggregate = its amount,
+    recency the sentinel); all None for a rejected record (amount None)."""
+    if amount is None:
+        return dict.fromkeys(fs.streaming_features)
+    out: dict[str, float | None] = {a.name: 1 if a.operation == "count" else amount for a in fs.streaming}
+    out.update({r.name: spec.RECENCY_SENTINEL for r in fs.recency})
+    return out

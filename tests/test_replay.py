@@ -13,13 +13,18 @@ import pytest
 from features import spec
 from streaming import events as events_mod
 from streaming import replay
+from tests.reference import lone_event_features
 
 pytestmark = [pytest.mark.flink, pytest.mark.xdist_group("flink")]
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 D0 = 18_293 * DAY  # 2020-02-01
-L = spec.LONG_WINDOW
+
+
+def study(features: dict) -> dict:
+    """The study's four inputs of a decision's features."""
+    return {k: features[k] for k in spec.STUDY_FEATURES}
 
 
 def make_work_dir(root: Path, snapshots: list[tuple[int, int, int, float]]) -> Path:
@@ -36,8 +41,8 @@ def make_work_dir(root: Path, snapshots: list[tuple[int, int, int, float]]) -> P
             {
                 spec.CARD_ID: pa.array(cards, pa.int64()),
                 "cutoff": pa.array(cutoffs, pa.int64()),
-                L.count_name: pa.array(ns, pa.int64()),
-                L.avg_name: pa.array(avgs, pa.float64()),
+                "num_trans_last_1w": pa.array(ns, pa.int64()),
+                "avg_amt_last_1w": pa.array(avgs, pa.float64()),
             }
         ),
         snap / "part-0.parquet",
@@ -112,18 +117,18 @@ def test_replay_decides_every_parsed_event_and_rejects_the_rest(tmp_path):
     f = {t: d["features"] for t, d in decisions.items()}
     assert list(f["a"]) == list(spec.MODEL_FEATURES)
     # Day 0 uses cut-off D0 (10, 20.0); the warm-up event w is in a's and b's windows but not decided.
-    assert f["a"] == {"amount": 60.0, "amt_ratio1": 50.0 / 20.0, "amt_ratio2": 3.0, "count_ratio": 0.2}
-    assert f["b"] == {"amount": 20.0, "amt_ratio1": 40.0 / 20.0, "amt_ratio2": 1.0, "count_ratio": 0.3}
-    assert f["c"] == {
+    assert study(f["a"]) == {"amount": 60.0, "amt_ratio1": 50.0 / 20.0, "amt_ratio2": 3.0, "count_ratio": 0.2}
+    assert study(f["b"]) == {"amount": 20.0, "amt_ratio1": 40.0 / 20.0, "amt_ratio2": 1.0, "count_ratio": 0.3}
+    assert study(f["c"]) == {
         "amount": 30.0,
         "amt_ratio1": 0.0,
         "amt_ratio2": 0.0,
         "count_ratio": 0.0,
     }  # no snapshot yet
     # After midnight the next cut-off is published before day 1 is scored.
-    assert f["d"] == {"amount": 80.0, "amt_ratio1": 2.0, "amt_ratio2": 2.0, "count_ratio": 0.2}
-    assert f["e"] == {"amount": 30.0, "amt_ratio1": 3.0, "amt_ratio2": 3.0, "count_ratio": 0.25}
-    assert f["f"] == {"amount": 5.0, "amt_ratio1": 0.0, "amt_ratio2": 0.0, "count_ratio": 0.0}
+    assert study(f["d"]) == {"amount": 80.0, "amt_ratio1": 2.0, "amt_ratio2": 2.0, "count_ratio": 0.2}
+    assert study(f["e"]) == {"amount": 30.0, "amt_ratio1": 3.0, "amt_ratio2": 3.0, "count_ratio": 0.25}
+    assert study(f["f"]) == {"amount": 5.0, "amt_ratio1": 0.0, "amt_ratio2": 0.0, "count_ratio": 0.0}
     assert decisions["late"]["late"] is True and sum(d["late"] for d in decisions.values()) == 1
     assert all(0.0 <= d["score"] <= 1.0 and d["fraud"] == (d["score"] >= 0.5) for d in decisions.values())
 
@@ -262,13 +267,12 @@ def _work_with_fake_flink(tmp_path, monkeypatch, rows: list[dict]) -> tuple[Path
 
 
 def test_replay_rejects_flink_flagged_rows_once_with_the_reason(tmp_path, monkeypatch):
-    w = spec.SHORT_WINDOW
     ok = {"tid": "a", "cc_num": 1, "amount": 60.0, "trans_ts": D0 + 60.0}
-    ok |= {w.count_name: 1, w.avg_name: 60.0, "late": False, "raw": None}
+    ok |= {**lone_event_features(60.0), "late": False, "raw": None}
     bad_raw = json.dumps({"tid": "b", "cc_num": 1, "amount": "12", "trans_ts": D0 + 61.0})
     strict_raw = json.dumps({"tid": "c", "cc_num": 1, "amount": 2.0, "trans_ts": D0 + 62.0})
     flagged = [
-        {"tid": t, "cc_num": 0, w.count_name: None, w.avg_name: None, "late": None, "raw": raw}
+        {"tid": t, "cc_num": 0, **lone_event_features(None), "late": None, "raw": raw}
         for t, raw in (("b", bad_raw), ("c", strict_raw))
     ]
     work, events = _work_with_fake_flink(tmp_path, monkeypatch, [ok, *flagged])
@@ -314,12 +318,11 @@ def test_replay_unreadable_inputs_are_one_line_errors(tmp_path, monkeypatch, cap
 # --- issue 9: nothing lost, nothing counted twice, one-line errors, no Flink left behind ----------
 def _echo_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path, **_: object) -> float:
     """Stands in for the Flink job: every input event comes out on time with a 1-event window."""
-    w = spec.SHORT_WINDOW
     sink.mkdir(parents=True, exist_ok=True)
     rows = []
     for line in source.read_text().splitlines():
         ev = json.loads(line)
-        rows.append(ev | {w.count_name: 1, w.avg_name: ev["amount"], "late": False, "raw": None})
+        rows.append(ev | {**lone_event_features(ev["amount"]), "late": False, "raw": None})
     (sink / "part-0").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0.0
 
