@@ -127,7 +127,8 @@ class Aggregation:
             raise ValueError(f"unknown operation {self.operation!r} (known: {', '.join(OPERATIONS)})")
         if self.kind not in (STREAMING, SNAPSHOT):
             raise ValueError(f"kind must be {STREAMING!r} or {SNAPSHOT!r}, got {self.kind!r}")
-        if self.kind == SNAPSHOT and self.seconds % SNAPSHOT_PERIOD_SECONDS:
+        seconds = window_seconds(self.window)
+        if self.kind == SNAPSHOT and seconds % SNAPSHOT_PERIOD_SECONDS:
             raise ValueError(f"a snapshot window must be whole days, got {self.window!r}")
 
     @property
