@@ -192,7 +192,9 @@ def _make_function(settings: keyed.Settings):
             out, timer = card.on_event(fields, fields[3], fields[2], ts_ms, timers.current_watermark())
             if timer is not None:
                 timers.register_event_time_timer(timer)
-            timers.register_event_time_timer(keyed.cleanup_timer_ms(ts_ms, self.settings))
+            cleanup = card.cleanup_timer(ts_ms)
+            if cleanup is not None:
+                timers.register_event_time_timer(cleanup)
             self.state.update(card.stored())
             for r in out:
                 if r[-2]:
@@ -207,7 +209,10 @@ def _make_function(settings: keyed.Settings):
                 return
             card = keyed.CardState(self.settings, stored)
             out = card.on_watermark(timestamp, _ts, _amount)
-            card.clean_up(ctx.timer_service().current_watermark())
+            timers = ctx.timer_service()
+            cleanup = card.clean_up(timestamp, timers.current_watermark())
+            if cleanup is not None:
+                timers.register_event_time_timer(cleanup)
             if card.is_empty():
                 self.state.clear()
             else:

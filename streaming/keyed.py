@@ -28,7 +28,7 @@ Every valid event is emitted exactly once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from features import spec
@@ -65,14 +65,38 @@ class Settings:
         if self.allowed_lateness_ms < 0:
             raise ValueError(f"allowed lateness must be >= 0, got {self.allowed_lateness_ms} ms")
 
-    @property
-    def retention_ms(self) -> int:
-        """How long an event stays in its card's state behind the watermark."""
-        return self.fs.longest_streaming_seconds * 1000 + self.allowed_lateness_ms
+        # Derived once (the hot path reads them per event).
+        object.__setattr__(self, "compiled", CompiledSpec(self.fs))
+        object.__setattr__(
+            self, "retention_ms", self.fs.longest_streaming_seconds * 1000 + self.allowed_lateness_ms
+        )
+        object.__setattr__(self, "keep_last", self.fs.max_recency_nth)
 
-    @property
-    def keep_last(self) -> int:
-        return self.fs.max_recency_nth
+    compiled: CompiledSpec = field(init=False, repr=False, compare=False)
+    retention_ms: int = field(init=False, compare=False)
+    """How long an event stays in its card's state behind the watermark."""
+    keep_last: int = field(init=False, compare=False)
+    """Events kept whatever their age (recency needs them)."""
+
+
+@dataclass(frozen=True)
+class _Agg:
+    name: str
+    operation: str
+    seconds: int
+
+
+class CompiledSpec:
+    """The two views of a FeatureSpec that `CardHistory.streaming` reads (`streaming`, `recency`),
+    computed once: FeatureSpec derives them (and parses each window length) on every access, which
+    was most of the per-event cost in the job's hot path. Same rules, same code (features/compute.py)."""
+
+    __slots__ = ("recency", "streaming", "streaming_features")
+
+    def __init__(self, fs: spec.FeatureSpec) -> None:
+        self.streaming = tuple(_Agg(a.name, a.operation, a.seconds) for a in fs.streaming)
+        self.recency = tuple(fs.recency)
+        self.streaming_features = tuple(fs.streaming_features)
 
 
 Row = Sequence[Any]
@@ -85,24 +109,33 @@ class CardState:
     `row_ts(row)` and `row_amount(row)` read the event time (seconds) and amount of a row; the
     outputs are `row + features (fs.streaming_features order) + (late, beyond_lateness)`."""
 
-    __slots__ = ("history", "pending", "settings")
+    __slots__ = ("cleanup_at", "compiled", "history", "pending", "settings")
 
     def __init__(self, settings: Settings, stored: tuple | None = None) -> None:
         self.settings = settings
+        self.compiled = settings.compiled
         if stored is None:
             self.history = CardHistory()
             self.pending: list[tuple[int, tuple]] = []
+            self.cleanup_at: int | None = None
         else:
-            times, amounts, pending = stored
+            times, amounts, self.pending, self.cleanup_at = stored
             self.history = CardHistory(times, amounts)
-            self.pending = pending
 
     def stored(self) -> tuple:
-        return (self.history.times, self.history.amounts, self.pending)
+        return (self.history.times, self.history.amounts, self.pending, self.cleanup_at)
+
+    def cleanup_timer(self, ts_ms: int) -> int | None:
+        """The clean-up timer to register after an event at `ts_ms`, if the card has none pending
+        (one per card at a time: the timer re-arms itself while the card holds old events)."""
+        if self.cleanup_at is not None:
+            return None
+        self.cleanup_at = cleanup_timer_ms(ts_ms, self.settings)
+        return self.cleanup_at
 
     def _features(self, ts: float) -> tuple:
-        values = self.history.streaming(ts, self.settings.fs)
-        return tuple(values[name] for name in self.settings.fs.streaming_features)
+        values = self.history.streaming(ts, self.compiled)  # type: ignore[arg-type]
+        return tuple(values[name] for name in self.compiled.streaming_features)
 
     def on_event(
         self, row: tuple, ts: float, amount: float, ts_ms: int, watermark_ms: int
@@ -129,13 +162,23 @@ class CardState:
             self.history.add(ts_of(r), amount_of(r))
         return [(*r, *self._features(ts_of(r)), False, False) for _, r in due]
 
-    def clean_up(self, watermark_ms: int) -> None:
-        """Forget events older than the retention behind the watermark (keeping the last few)."""
+    def clean_up(self, timer_ms: int, watermark_ms: int) -> int | None:
+        """At a timer: forget events older than the retention behind the watermark (keeping the
+        last `keep_last`); returns the next clean-up timer when older events remain to drop."""
+        if self.cleanup_at is None or timer_ms < self.cleanup_at:
+            return None
         cut = (watermark_ms - self.settings.retention_ms) / 1000.0
         self.history.drop_before(cut, keep_last=self.settings.keep_last)
+        self.cleanup_at = None
+        times = self.history.times
+        if len(times) > self.settings.keep_last:
+            # drop_before left either only the last `keep_last` or events at/after the cut: the
+            # oldest one is then droppable next, when it falls out of the retention (> now).
+            self.cleanup_at = cleanup_timer_ms(int(times[0] * 1000), self.settings)
+        return self.cleanup_at
 
     def is_empty(self) -> bool:
-        return not self.history.times and not self.pending
+        return not self.history.times and not self.pending and self.cleanup_at is None
 
 
 def cleanup_timer_ms(ts_ms: int, settings: Settings) -> int:

@@ -1,208 +1,288 @@
-"""The generated Flink SQL follows the feature specification and the connector configuration."""
+"""The streaming job's pure-Python parts: generated SQL, record parsing, per-card keyed rules.
+
+No PyFlink here (main venv, fast); tests/test_flink_job.py runs the real job.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
 
 from features import spec
-from streaming import job, sql
+from features.compute import reference_features
+from streaming import job, keyed, parse, sql
 
 ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_580_515_200.0
 
 
 def test_interval_literal_day_to_second():
     assert sql.interval_literal(600) == "INTERVAL '0 00:10:00' DAY TO SECOND"
-    assert sql.interval_literal(5) == "INTERVAL '0 00:00:05' DAY TO SECOND"
-    assert (
-        sql.interval_literal(3661) == "INTERVAL '0 01:01:01' DAY TO SECOND"
-    )  # SECOND(4) would fail in Flink
+    assert sql.interval_literal(3661) == "INTERVAL '0 01:01:01' DAY TO SECOND"  # SECOND(4) would fail
     assert sql.interval_literal(604800) == "INTERVAL '7 00:00:00' DAY TO SECOND"
     for bad in (-1, 100 * 86400):
         with pytest.raises(ValueError):
             sql.interval_literal(bad)
 
 
-def test_window_comes_from_the_spec(monkeypatch):
-    text = sql.insert_sql()
-    w = spec.SHORT_WINDOW
-    assert f"RANGE BETWEEN {sql.interval_literal(w.seconds)} PRECEDING AND CURRENT ROW" in text
-    assert f"PARTITION BY `{spec.CARD_ID}`" in text
-    assert f"AS `{w.count_name}`" in text and f"AS `{w.avg_name}`" in text
-    # Changing the spec changes the SQL (nothing re-typed here).
-    monkeypatch.setattr(spec, "SHORT_WINDOW", spec.Window("5m", 300))
-    changed = sql.insert_sql()
-    assert "INTERVAL '0 00:05:00' DAY TO SECOND PRECEDING" in changed and "`num_trans_last_5m`" in changed
+def test_output_columns_follow_the_spec():
+    names = [n for n, _ in sql.output_columns()]
+    assert names == [
+        *(n for n, _ in sql.INPUT_COLUMNS),
+        *spec.STREAMING_FEATURES,
+        "late",
+        "beyond_lateness",
+        sql.RAW,
+        sql.REJECT_REASON,
+    ]
+    types = dict(sql.output_columns())
+    assert types["num_trans_last_10m"] == "BIGINT" and types["avg_amt_last_10m"] == "DOUBLE"
+    assert types["secs_since_prev_trans"] == "DOUBLE"
+    wider = spec.SPEC.with_(spec.Aggregation("max", "5m", spec.STREAMING))
+    assert ("max_amt_last_5m", "DOUBLE") in sql.output_columns(wider)
+    assert "`max_amt_last_5m` DOUBLE" in sql.sink_ddl(sql.ConnectorConfig("filesystem", "/a", "/b"), wider)
 
 
-def test_insert_routes_late_and_invalid_rows_instead_of_dropping():
-    text = sql.insert_sql()
-    assert text.count("UNION ALL") == 2
-    assert text.count("CURRENT_WATERMARK(`rowtime`)") == 4  # late predicate used twice (NOT and positive)
-    assert "WHERE NOT `valid`" in text and text.count("WHERE `valid` AND") == 2
-    assert "DECIMAL(38, 12)" in text  # exact running sum (see streaming/sql.py)
-    # Validity is the shared rule of features.spec (Spark, Flink, Lambdas), applied to the typed fields.
-    view = sql.events_view_sql()
-    assert spec.valid_event_sql() in view and sql.parsed_sql() in view
-    # Rejected rows carry the raw record and no aggregates; valid rows no raw text.
-    assert [n for n, _ in sql.OUTPUT_COLUMNS][-1] == sql.RAW
-    assert text.count("IF(`valid`, CAST(NULL AS STRING), `raw`) AS `raw`") == 2
-
-
-def test_strict_field_extraction():
-    # Numbers must not be JSON strings; integers must be integral; JSON_VALUE ... RETURNING DOUBLE
-    # (which throws on a string and fails the job) is never used.
-    amount = sql.field_sql(spec.AMOUNT, "DOUBLE")
-    assert "`_q_amount` NOT LIKE '[\"%'" in amount and "TRY_CAST(`_v_amount` AS DOUBLE)" in amount
-    card = sql.field_sql(spec.CARD_ID, "BIGINT")
-    assert "TRY_CAST(`_v_cc_num` AS DECIMAL(38, 12)) = TRY_CAST(`_v_cc_num` AS BIGINT)" in card
-    assert "`_q_tid` LIKE '[\"%'" in sql.field_sql("tid", "STRING")
-    assert sql.field_sql("merchant", "STRING") == "`_v_merchant`"  # optional free text: any scalar
-    with pytest.raises(ValueError):
-        sql.field_sql("x", "BOOLEAN")
-    # Each JSON function is called once per record, as a source computed column (shared by the
-    # three branches), never inside the view or the INSERT.
-    cols = dict(sql.json_columns())
-    assert cols["_v_amount"] == "JSON_VALUE(`raw`, '$.amount')"
-    assert cols["_q_amount"] == "JSON_QUERY(`raw`, '$.amount' WITH ARRAY WRAPPER)"
-    assert "_q_merchant" not in cols and len(cols) == len(sql.INPUT_COLUMNS) + 5
-    assert "RETURNING" not in sql.source_ddl(sql.ConnectorConfig("filesystem", "/a", "/b"), 5)
-    assert "JSON_" not in sql.events_view_sql() and "JSON_" not in sql.insert_sql()
-
-
-def test_source_has_event_time_and_watermark():
+def test_source_event_time_never_ahead_of_the_bound():
     conn = sql.ConnectorConfig("filesystem", "/in.jsonl", "/out")
     ddl = sql.source_ddl(conn, 7)
     ts = "TRY_CAST(JSON_VALUE(`raw`, '$.trans_ts') AS DOUBLE)"
-    assert f"THEN TO_TIMESTAMP_LTZ(CAST(ROUND({ts} * 1000) AS BIGINT), 3)" in ddl
-    assert "ELSE TO_TIMESTAMP_LTZ(0, 3) END" in ddl  # never a NULL time attribute
+    live = f"LEAST({spec.MAX_EVENT_TIME!r}, CAST(UNIX_TIMESTAMP() AS DOUBLE) + {float(spec.FUTURE_SKEW_SECONDS)!r})"
+    assert f"CASE WHEN {ts} >= 0 AND {ts} <= {live} THEN" in ddl
+    assert "ELSE TO_TIMESTAMP_LTZ(0, 3) END" in ddl  # placeholder: never moves the watermark
     assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '0 00:00:07' DAY TO SECOND" in ddl
-    assert "'path' = '/in.jsonl'" in ddl and "'format' = 'raw'" in ddl
-    assert "ignore-parse-errors" not in ddl  # nothing is dropped at decoding
+    assert "'format' = 'raw'" in ddl and "ignore-parse-errors" not in ddl
+    replay = sql.source_ddl(conn, 5, max_event_time=T0)
+    assert f"<= {T0!r} THEN" in replay and "UNIX_TIMESTAMP" not in replay
+    assert sql.time_bound_sql(9e99) == repr(spec.MAX_EVENT_TIME)
     assert "PARTITIONED BY" not in sql.sink_ddl(conn)
+
+
+BAD_RECORDS: list[str] = [
+    "not json at all",
+    "[1, 2]",
+    json.dumps({"tid": "nocard", "amount": 1.0, "trans_ts": T0}),
+    json.dumps({"tid": "neg", "cc_num": 6, "amount": -1.0, "trans_ts": T0}),
+    json.dumps({"tid": "str", "cc_num": 6, "amount": "12", "trans_ts": T0}),
+    json.dumps({"tid": "frac", "cc_num": 1.5, "amount": 3.0, "trans_ts": T0}),
+    json.dumps({"tid": "bool", "cc_num": 6, "amount": True, "trans_ts": T0}),
+    '{"tid": "nan", "cc_num": 6, "amount": NaN, "trans_ts": 1.0}',
+    json.dumps({"tid": "nots", "cc_num": 6, "amount": 2.0}),
+    json.dumps({"tid": 7, "cc_num": 6, "amount": 2.0, "trans_ts": T0}),
+    json.dumps({"tid": "tsstr", "cc_num": 6, "amount": 2.0, "trans_ts": str(T0)}),
+    json.dumps({"tid": "huge", "cc_num": 6, "amount": 1e27, "trans_ts": T0}),  # > spec.MAX_AMOUNT
+    json.dumps({"tid": "y2100", "cc_num": 6, "amount": 1.0, "trans_ts": 5e9}),  # > spec.MAX_EVENT_TIME
+    json.dumps({"tid": "lbl", "cc_num": 6, "amount": 1.0, "trans_ts": T0, "fraud_label": 2}),
+    json.dumps({"tid": "", "cc_num": 6, "amount": 1.0, "trans_ts": T0}),
+]
+
+
+def test_parse_rejects_what_the_lambdas_reject():
+    from lambdas import common
+
+    for raw in BAD_RECORDS:
+        fields, reason = parse.parse(raw)
+        assert fields is None and reason, raw
+        with pytest.raises(common.MalformedRecord):
+            common.parse_event(raw)
+    good = {"tid": "g", "cc_num": 4e15, "amount": 3, "trans_ts": T0, "merchant": 12, "fraud_label": 1}
+    fields, reason = parse.parse(json.dumps(good))
+    assert reason is None and fields == ("g", 4_000_000_000_000_000, 3.0, T0, "12", None, 1)
+    assert common.parse_event(json.dumps(good))["cc_num"] == fields[1]
+    assert parse.card_of(json.dumps(good)) == fields[1] and parse.card_of("not json") == 0
+
+
+def _events(card: int, spec_rows: list[tuple[str, float, float]]) -> list[tuple]:
+    return [
+        ((tid, card, amount, ts, None, None, None), ts, amount, round(ts * 1000))
+        for tid, ts, amount in spec_rows
+    ]
+
+
+def _check_against_reference(
+    out: list[tuple], rows: list[tuple[str, float, float]], fs: spec.FeatureSpec, tids
+):
+    ref = reference_features([(1, ts, a) for _, ts, a in rows], fs)
+    by_tid = {r[0]: r for r in out}
+    for (tid, _, _), want in zip(rows, ref, strict=True):
+        if tid not in tids:
+            continue
+        got = dict(zip(fs.streaming_features, by_tid[tid][7 : 7 + len(fs.streaming_features)], strict=True))
+        for name in fs.streaming_features:
+            assert math.isclose(got[name], want[name], rel_tol=1e-9, abs_tol=0.0), (tid, name, got, want)
+
+
+def test_keyed_rules_on_time_late_and_beyond():
+    """One card driven like Flink: shuffled within the watermark, a late burst, one beyond lateness."""
+    s = keyed.Settings(allowed_lateness_ms=1_800_000)
+    rows = [
+        ("z", T0, 1.0),
+        ("a", T0 + 597, 10.0),
+        ("b", T0 + 600, 20.0),
+        ("c", T0 + 600, 30.0),
+        ("d", T0 + 1200, 5.0),
+    ]
+    rows += [(f"burst{i}", T0 + 1300 + 40 * i, 1.0 + i) for i in range(6)]
+    rows += [("after", T0 + 1700, 7.0), ("old", T0 - 7200, 99.0)]
+    by_tid = {t: (t, ts, a) for t, ts, a in rows}
+    arrival = [
+        "z",
+        "b",
+        "a",
+        "c",
+        "d",
+        "burst0",
+        "burst4",
+        "burst5",
+        "burst1",
+        "burst2",
+        "burst3",
+        "after",
+        "old",
+    ]
+    wms = [-(2**63)] + [0] * (len(arrival) - 1)
+    seen = -math.inf
+    for i, tid in enumerate(arrival):  # watermark = max seen so far - 5 s (before this event)
+        wms[i] = round((seen - 5) * 1000) if seen > -math.inf else -(2**63)
+        seen = max(seen, by_tid[tid][1])
+    out = list(keyed.replay_in_order(_events(1, [by_tid[t] for t in arrival]), s, wms))
+    assert sorted(r[0] for r in out) == sorted(arrival)  # each exactly once
+    flags = {r[0]: (r[-2], r[-1]) for r in out}
+    assert flags["burst1"] == flags["burst2"] == flags["burst3"] == (True, False)
+    assert flags["old"] == (True, True) and flags["after"] == (False, False) and flags["a"] == (False, False)
+    # Every event emitted after the late burst arrived (`after`, and the late ones themselves: their
+    # windows were complete on arrival) equals the batch reference over all events; `a` arrived
+    # after `b` within the watermark; burst5 was still waiting for the watermark when the late
+    # burst arrived, so it counts it. burst4 was emitted (the watermark passed it) before
+    # burst1..3 arrived: it equals the reference without those, exactly (the documented limit).
+    late_burst = {"burst1", "burst2", "burst3"}
+    exact = {"z", "a", "b", "c", "d", "burst0", "burst5", "after", *late_burst}
+    _check_against_reference(out, rows[:-1], s.fs, exact)
+    _check_against_reference(out, [r for r in rows[:-1] if r[0] not in late_burst], s.fs, {"burst4"})
+
+
+def test_keyed_rules_emit_on_arrival_and_a_new_window():
+    fs = spec.SPEC.with_(spec.Aggregation("max", "5m", spec.STREAMING))
+    s = keyed.Settings(fs=fs, emit=keyed.EMIT_ON_ARRIVAL)
+    rng = random.Random(3)
+    rows = [
+        (f"e{i}", T0 + i * rng.choice([0, 10, 100, 400]), round(rng.uniform(1, 500), 2)) for i in range(60)
+    ]
+    rows.sort(key=lambda r: r[1])  # in time order per card (Kinesis keeps it with cc_num as key)
+    out = list(keyed.replay_in_order(_events(1, rows), s, [-(2**63)] * len(rows)))
+    assert [r[0] for r in out] == [r[0] for r in rows]  # emitted at once, in arrival order
+    assert "max_amt_last_5m" in fs.streaming_features
+    # Features over what has arrived: the batch reference of the arrived prefix ...
+    for i in range(len(rows)):
+        _check_against_reference(out, rows[: i + 1], fs, {rows[i][0]})
+    # ... which is the batch value itself unless a same-time peer arrives after the event.
+    no_later_peer = {
+        rows[i][0] for i in range(len(rows)) if i + 1 == len(rows) or rows[i + 1][1] != rows[i][1]
+    }
+    assert len(no_later_peer) < len(rows)  # the scenario has ties
+    _check_against_reference(out, rows, fs, no_later_peer)
+
+
+def test_keyed_state_is_bounded():
+    s = keyed.Settings(allowed_lateness_ms=0)
+    card = keyed.CardState(s)
+    for i in range(50):
+        ts = T0 + 600 * i
+        card.on_event(("t", 1, 1.0, ts), ts, 1.0, round(ts * 1000), -(2**63))
+        card.cleanup_timer(round(ts * 1000))
+        card.on_watermark(round(ts * 1000), lambda r: r[3], lambda r: r[2])
+    first = card.cleanup_timer(round(T0 * 1000))
+    assert first is None  # one clean-up timer per card at a time (armed by the first event)
+    wm = round((T0 + 600 * 49) * 1000)
+    nxt = card.clean_up(card.cleanup_at, wm)
+    assert len(card.history.times) <= s.fs.longest_streaming_seconds // 600 + 2
+    assert nxt is not None and nxt > wm
+    card.clean_up(nxt, 10**15)  # far later: only the last max_recency_nth events stay
+    assert len(card.history.times) == s.fs.max_recency_nth and not card.pending
 
 
 ARN_IN = "arn:aws:kinesis:eu-west-1:123456789012:stream/transactions"
 ARN_OUT = "arn:aws:kinesis:eu-west-1:123456789012:stream/card-features"
 
 
-def assert_kinesis_5x(conn: sql.ConnectorConfig, arn_in: str, arn_out: str, region: str, initpos: str):
-    """The options flink-sql-connector-kinesis 5.x requires (stream.arn, aws.region, format)."""
-    src, sink = conn.source_options(), conn.sink_options()
-    assert src == {
+def test_kinesis_connectors():
+    conn = sql.ConnectorConfig("kinesis", ARN_IN, ARN_OUT, region="eu-west-1", init_position="TRIM_HORIZON")
+    assert conn.source_options() == {
         "connector": "kinesis",
-        "stream.arn": arn_in,
-        "aws.region": region,
-        "source.init.position": initpos,
+        "stream.arn": ARN_IN,
+        "aws.region": "eu-west-1",
+        "source.init.position": "TRIM_HORIZON",
         "format": "raw",
         "raw.charset": "UTF-8",
     }
-    assert sink == {"connector": "kinesis", "stream.arn": arn_out, "aws.region": region, "format": "json"}
+    assert conn.sink_options() == {
+        "connector": "kinesis",
+        "stream.arn": ARN_OUT,
+        "aws.region": "eu-west-1",
+        "format": "json",
+    }
     assert f"PARTITIONED BY (`{spec.CARD_ID}`)" in sql.sink_ddl(conn)
-    for opts in (src, sink):
-        assert not {"stream", "scan.stream.initpos"} & set(opts)  # 4.x (kinesis-legacy) options
-
-
-def test_kinesis_connectors():
-    conn = sql.ConnectorConfig("kinesis", ARN_IN, ARN_OUT, region="eu-west-1", init_position="TRIM_HORIZON")
-    assert_kinesis_5x(conn, ARN_IN, ARN_OUT, "eu-west-1", "TRIM_HORIZON")
     with pytest.raises(ValueError, match="by ARN"):
         sql.ConnectorConfig("kinesis", "transactions", "card-features").source_options()
-    with pytest.raises(ValueError, match="by ARN"):
-        sql.ConnectorConfig("kinesis", ARN_IN, "card-features").sink_options()
     with pytest.raises(ValueError):
         sql.ConnectorConfig("kafka", "a", "b").source_options()
-    assert sql.is_stream_arn(ARN_IN) and not sql.is_stream_arn("arn:aws:sqs:eu-west-1:1:stream/x")
     assert sql.arn_region(ARN_IN) == "eu-west-1"
 
 
-def test_statements_order():
-    stmts = sql.statements(sql.ConnectorConfig("filesystem", "/a", "/b"), 5)
-    assert stmts[0].startswith(f"CREATE TEMPORARY TABLE {sql.SOURCE_TABLE}")
-    assert stmts[1].startswith(f"CREATE TEMPORARY VIEW {sql.EVENTS_VIEW}")
-    assert stmts[2].startswith(f"CREATE TEMPORARY TABLE {sql.SINK_TABLE}")
-    assert stmts[3].startswith(f"INSERT INTO {sql.SINK_TABLE}") and len(stmts) == 4
-
-
 def test_managed_flink_properties(tmp_path, monkeypatch):
-    props = [
-        {"PropertyGroupId": "Other", "PropertyMap": {"x": "1"}},
-        {
-            "PropertyGroupId": job.PROPERTY_GROUP,
-            "PropertyMap": {
-                "transactions.stream": "tx-stream",
-                "transactions.stream.arn": ARN_IN,
-                "card-features.stream": "cf-stream",
-                "card-features.stream.arn": ARN_OUT,
-                "aws.region": "us-west-2",
-                "watermark.seconds": "12",
-                "stream.initpos": "TRIM_HORIZON",
-            },
-        },
-    ]
+    wider = spec.SPEC.with_(spec.Aggregation("max", "5m", spec.STREAMING))
+    props = {
+        "transactions.stream.arn": ARN_IN,
+        "card-features.stream.arn": ARN_OUT,
+        "watermark.seconds": "12",
+        "stream.initpos": "TRIM_HORIZON",
+        "allowed.lateness.seconds": "600",
+        "emit.mode": "on-arrival",
+        "future.skew.seconds": "60",
+        "feature.spec": wider.to_json(),
+        "python.execution-mode": "process",
+    }
+    assert set(props) <= set(job.PROPERTY_KEYS)
     f = tmp_path / "application_properties.json"
-    f.write_text(json.dumps(props))
+    f.write_text(json.dumps([{"PropertyGroupId": job.PROPERTY_GROUP, "PropertyMap": props}]))
     monkeypatch.setenv("FLINK_APPLICATION_PROPERTIES", str(f))
     loaded = job.load_application_properties()
     conn, wm = job.config_from_properties(loaded)
-    assert (conn.kind, conn.source, conn.sink, conn.region, conn.init_position, wm) == (
-        "kinesis",
-        ARN_IN,  # the ARN wins over the name
+    assert (conn.source, conn.sink, conn.region, conn.init_position, wm) == (
+        ARN_IN,
         ARN_OUT,
-        "us-west-2",
+        "eu-west-1",
         "TRIM_HORIZON",
         12,
     )
-    # Without aws.region the region comes from the source ARN.
-    no_region = {k: v for k, v in loaded.items() if k != "aws.region"}
-    assert job.config_from_properties(no_region)[0].region == "eu-west-1"
-    # Names alone cannot configure the 5.x connector: a clear error, no 4.x fallback.
-    names_only = {k: v for k, v in loaded.items() if not k.endswith(".arn")}
-    with pytest.raises(ValueError, match=r"transactions\.stream\.arn, card-features\.stream\.arn"):
-        job.config_from_properties(names_only)
-    with pytest.raises(ValueError, match="not a Kinesis stream ARN"):
-        job.config_from_properties(loaded | {"card-features.stream.arn": "cf-stream"})
-    monkeypatch.setenv("FLINK_APPLICATION_PROPERTIES", str(tmp_path / "absent.json"))
-    assert job.load_application_properties() is None
+    opts = job.job_options_from_properties(loaded)
+    assert opts["settings"].fs == wider and opts["settings"].allowed_lateness_ms == 600_000
+    assert opts["settings"].emit == "on-arrival" and opts["future_skew_seconds"] == 60.0
+    assert opts["execution_mode"] == "process"
+    defaults = job.job_options_from_properties({})
+    assert defaults["settings"].fs == spec.SPEC and defaults["execution_mode"] == "thread"
+    assert defaults["settings"].allowed_lateness_ms == 3_600_000
+    with pytest.raises(ValueError, match=r"lacks transactions\.stream\.arn"):
+        job.config_from_properties({})
+    with pytest.raises(ValueError):
+        job.job_options_from_properties({"emit.mode": "sometimes"})
 
 
-def test_template_properties_yield_kinesis_5x_options():
-    """infra/streaming.yaml's FraudFeatures group (Ref/GetAtt resolved as CloudFormation would with
-    default parameters) configures the bundled 5.x connector."""
+def test_template_sets_only_known_properties():
+    """infra/streaming.yaml's FraudFeatures keys are ones the job reads (the infra owner adds the
+    new ones: allowed.lateness.seconds, emit.mode, future.skew.seconds, feature.spec, ...)."""
     from cfnlint.decode import decode
 
     tpl, errors = decode(str(ROOT / "infra" / "streaming.yaml"))
     assert not errors, errors
-    tpl = json.loads(json.dumps(tpl))
-    region, account = "ap-southeast-2", "210987654321"
-
-    def resolve(v):
-        if isinstance(v, dict) and "Ref" in v:
-            ref = v["Ref"]
-            if ref == "AWS::Region":
-                return region
-            if ref in tpl["Parameters"]:
-                return str(tpl["Parameters"][ref]["Default"])
-            return resolve(tpl["Resources"][ref]["Properties"]["Name"])  # a stream's Ref = its name
-        if isinstance(v, dict) and "Fn::GetAtt" in v:
-            ref, attr = v["Fn::GetAtt"]
-            assert (tpl["Resources"][ref]["Type"], attr) == ("AWS::Kinesis::Stream", "Arn")
-            return f"arn:aws:kinesis:{region}:{account}:stream/{resolve({'Ref': ref})}"
-        return str(v)
-
     (app,) = [r for r in tpl["Resources"].values() if r["Type"] == "AWS::KinesisAnalyticsV2::Application"]
     groups = app["Properties"]["ApplicationConfiguration"]["EnvironmentProperties"]["PropertyGroups"]
     (group,) = [g for g in groups if g["PropertyGroupId"] == job.PROPERTY_GROUP]
-    props = {k: resolve(v) for k, v in group["PropertyMap"].items()}
-    conn, wm = job.config_from_properties(props)
-    arn = f"arn:aws:kinesis:{region}:{account}:stream/"
-    assert_kinesis_5x(conn, arn + spec.TRANSACTIONS_STREAM, arn + spec.CARD_FEATURES_STREAM, region, "LATEST")
-    assert wm == job.DEFAULT_WATERMARK_SECONDS
-    # The generated DDL carries exactly those options.
-    ddl = sql.source_ddl(conn, wm)
-    assert f"'stream.arn' = '{arn}{spec.TRANSACTIONS_STREAM}'" in ddl and "'stream' =" not in ddl
+    assert set(group["PropertyMap"]) <= set(job.PROPERTY_KEYS)
 
 
 def test_job_cli_errors(tmp_path, capsys, monkeypatch):
@@ -211,13 +291,10 @@ def test_job_cli_errors(tmp_path, capsys, monkeypatch):
         job.main(["--source-path", str(tmp_path / "missing.jsonl"), "--sink-path", str(tmp_path / "o")]) == 2
     )
     assert "no such input" in capsys.readouterr().err
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    bad_spec = tmp_path / "spec.json"
+    bad_spec.write_text('{"aggregations": []}')
+    args = ["--source-path", str(tmp_path / "in.jsonl"), "--sink-path", str(tmp_path / "o")]
+    assert job.main([*args, "--feature-spec", str(bad_spec)]) == 2
     assert job.main(["--source-path", "x"]) == 2
     assert job.main([]) == 2
-    # Managed Flink properties without stream ARNs: one-line error, exit 2.
-    props = [{"PropertyGroupId": job.PROPERTY_GROUP, "PropertyMap": {"transactions.stream": "t"}}]
-    (tmp_path / "p.json").write_text(json.dumps(props))
-    monkeypatch.setenv("FLINK_APPLICATION_PROPERTIES", str(tmp_path / "p.json"))
-    capsys.readouterr()
-    assert job.main([]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "lacks transactions.stream.arn" in err[0]
