@@ -5,9 +5,11 @@ The events are what producers put on the `transactions` stream: tid, cc_num, amo
 shuffled: each event gets an arrival delay drawn from U(0, shuffle_within_seconds), so with a
 shuffle no larger than the Flink watermark no event arrives behind the watermark.
 
-A window that starts mid-stream gets a warm-up: the transactions of the 10 minutes before
-`start` come first, flagged `"warmup": true`. The replay runs them through Flink (so the first
-windows of the replayed period hold the same history as the batch job's) but does not decide them.
+A window that starts mid-stream gets a warm-up, looping over the feature declarations: the
+transactions of the longest streaming window (+ the allowed lateness) before `start`, and each
+card's last `fs.max_recency_nth` transactions before `start` whatever their age (recency), come
+first, flagged `"warmup": true`. The replay runs them through Flink (so the first windows and
+recencies of the replayed period hold the same history as the batch job's) but does not decide them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def transactions_to_events(
     seed: int = 0,
     max_events: int | None = None,
     warmup_seconds: float | None = None,
+    fs: spec.FeatureSpec = spec.SPEC,
+    allowed_lateness_seconds: float = 0,
 ) -> dict[str, Any]:
     """Write the transactions with start <= time < end as events JSONL; return a small summary.
 
@@ -63,13 +67,15 @@ def transactions_to_events(
     the earliest events of the window (a contiguous stretch of time, so its windows stay whole),
     cut on a timestamp boundary: every event at the last kept time is kept, so the result may hold
     a few more than `max_events` events.
-    `warmup_seconds` (default: the short window when `start` is given, else 0) adds the preceding
-    transactions as `"warmup": true` events (history for the windows, not decided by the replay)."""
+    `warmup_seconds` (default: `fs.longest_streaming_seconds` + `allowed_lateness_seconds` when
+    `start` is given, else 0) adds the preceding transactions as `"warmup": true` events (history
+    for the windows, not decided by the replay), plus each card's last `fs.max_recency_nth`
+    transactions before `start` (history for recency)."""
     df = _load(df_or_path)
     ts = _epoch_seconds(df).to_numpy()
     lo, hi = _bound(start), _bound(end)
     if warmup_seconds is None:
-        warmup_seconds = spec.SHORT_WINDOW.seconds if lo is not None else 0
+        warmup_seconds = fs.longest_streaming_seconds + allowed_lateness_seconds if lo is not None else 0
     in_window = np.ones(len(df), dtype=bool)
     if lo is not None:
         in_window &= ts >= lo
@@ -78,6 +84,13 @@ def transactions_to_events(
     warm = np.zeros(len(df), dtype=bool)
     if lo is not None and warmup_seconds > 0:
         warm = (ts >= lo - warmup_seconds) & (ts < lo)
+    if lo is not None and fs.max_recency_nth > 0:
+        before = np.flatnonzero(ts < lo)
+        if len(before):
+            cards = df[spec.CARD_ID].to_numpy()[before]
+            order = np.lexsort((ts[before], cards))  # by card, then time
+            rank_from_end = pd.Series(cards[order]).groupby(cards[order]).cumcount(ascending=False).to_numpy()
+            warm[before[order[rank_from_end < fs.max_recency_nth]]] = True
     tids = df["tid"].astype(str).to_numpy()
     if max_events is not None and in_window.sum() > max_events:
         # Cut on a timestamp boundary: all events at the last kept time stay (a card's same-time

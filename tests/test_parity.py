@@ -1,8 +1,17 @@
-"""Train/serve parity: the streaming decisions' features equal the Spark job's training rows.
+"""Train/serve parity of the streaming features: the Flink job's output equals the batch job's
+training rows (Spark, `processing.aggregate.training_rows(tx, fs)`) within 1e-9 relative.
 
-Same transactions through both paths: processing/aggregate.py (Spark) and the replay (Flink job +
-both Lambdas + local store + local endpoint), with ties, bursts, cards without snapshot history,
-arrival shuffled within the watermark, and a few events pushed beyond the watermark (late).
+Same ~2,900 transactions through both paths, with a feature spec that adds a window
+(`Aggregation("max", "5m", "streaming")`) to a copy of the product's, given to Flink as a JSON file
+and to Spark as an argument: background traffic, fraud-like bursts, same-second ties, pairs exactly
+600 s apart, cards whose first transaction is in the data, arrival shuffled within the watermark,
+a burst of three events of one card arriving 15 minutes late and followed by on-time events of the
+card, and one event 2 hours late (beyond the 1-hour allowed lateness).
+
+Contract checked: every valid event decided exactly once; every on-time event equals the batch row,
+except one whose window holds a late event that arrived after it was emitted (the watermark had
+passed it: it then equals the batch row without those late events, exactly); every late event
+within the allowed lateness equals the batch row (its window is complete when it arrives).
 """
 
 from __future__ import annotations
@@ -16,8 +25,8 @@ import pandas as pd
 import pytest
 
 from features import spec
-from streaming import events as events_mod
-from streaming import replay
+from features.compute import CardHistory
+from streaming.launch import output_lines, run_job
 
 pytestmark = [pytest.mark.spark, pytest.mark.flink, pytest.mark.xdist_group("spark")]
 
@@ -26,7 +35,7 @@ DAY = spec.SNAPSHOT_PERIOD_SECONDS
 START = 18_262 * DAY  # 2020-01-01
 DAYS = 12
 WATERMARK = 5
-S = spec.SHORT_WINDOW
+FS = spec.SPEC.with_(spec.Aggregation("max", "5m", spec.STREAMING))
 
 
 def transactions(seed: int = 11) -> pd.DataFrame:
@@ -35,9 +44,9 @@ def transactions(seed: int = 11) -> pd.DataFrame:
     rows = []
 
     def add(card, ts, amount, label=0):
-        rows.append((int(card), int(ts), round(float(amount), 2), label))
+        rows.append((int(card), float(ts), round(float(amount), 2), label))
 
-    for _ in range(2500):  # background: random cards and times, band-like amounts
+    for _ in range(2500):
         add(
             rng.choice(cards[:25]),
             START + rng.integers(0, DAYS * DAY),
@@ -48,143 +57,143 @@ def transactions(seed: int = 11) -> pd.DataFrame:
         for _ in range(rng.integers(3, 11)):
             add(card, t, rng.uniform(100, 3000), 1)
             t += rng.integers(30, 121)
-        if k % 4 == 0:  # ties: same-second peers, and a transaction exactly 600 s later
+        if k % 4 == 0:  # ties, and a transaction exactly 600 s later
             add(card, t, 42.0)
             add(card, t, 43.0)
-            add(card, t + S.seconds, 44.0)
-    for card in cards[25:]:  # cards seen only on the last day: no snapshot history (0/0)
+            add(card, t + 600, 44.0)
+    for card in cards[25:]:  # cards seen only on the last day
         for j in range(3):
             add(card, START + (DAYS - 1) * DAY + 5000 + 200 * j, 10.0 * (j + 1))
-    df = pd.DataFrame(rows, columns=["cc_num", "ts", "amount", "fraud_label"])
+    df = pd.DataFrame(rows, columns=["cc_num", "trans_ts", "amount", "fraud_label"])
     df["tid"] = [f"t{i:05d}" for i in range(len(df))]
-    df["datetime"] = pd.to_datetime(df["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
-    return df[["tid", "datetime", "cc_num", "amount", "fraud_label"]]
+    return df
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, spark):
-    if not (ROOT / ".venv-flink" / "bin" / "python").exists():
-        pytest.skip("PyFlink environment .venv-flink missing")
-    import xgboost as xgb
-
-    from processing import aggregate
-    from training.model_artifact import write_model_archive
-
-    root = tmp_path_factory.mktemp("parity")
-    df = transactions()
-    df.to_csv(root / "tx.csv", index=False)
-    aggregate.main(
-        [
-            "--input",
-            str(root / "tx.csv"),
-            "--output",
-            str(root / "work" / "features"),
-            "--local",
-            "--no-ingest",
-            "--history-days",
-            "1",
-            "--validation-days",
-            "2",
-            "--test-days",
-            "3",
-        ]
-    )
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 5, (300, len(spec.MODEL_FEATURES)))
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(x, label=(x[:, 3] > 2).astype(int)), 5
-    )
-    model = write_model_archive(booster, root / "work" / "model" / "model.tar.gz")
-    (root / "work" / "endpoint").mkdir()
-    (root / "work" / "endpoint" / "deployed.json").write_text(
-        json.dumps({"model_data": str(model), "version": 1})
-    )
-
-    # Events: every transaction, arrival shuffled within 3 s (< watermark), then 4 pushed 30 min later.
-    ev_path = root / "events.jsonl"
-    events_mod.transactions_to_events(df, ev_path, shuffle_within_seconds=WATERMARK - 2, seed=5)
-    lines = ev_path.read_text().splitlines()
-    # Late ones: fraud-burst members (followed by more of the card's transactions within 10 min).
-    burst = [i for i, x in enumerate(lines) if json.loads(x)["fraud_label"] == 1 and i < len(lines) - 400]
-    late_idx = [burst[len(burst) * k // 5] for k in range(1, 5)]
-    late = [lines[i] for i in late_idx]
-    kept = [x for i, x in enumerate(lines) if i not in set(late_idx)]
-    for k, line in zip(late_idx, late, strict=True):  # each arrives 300 events (hours) later
-        kept.insert(kept.index(lines[k + 1]) + 300, line)
-    ev_path.write_text("\n".join(kept) + "\n")
-    out = root / "decisions.jsonl"
-    summary = replay.run_replay(root / "work", ev_path, out, watermark_seconds=WATERMARK, progress=False)
-    spark_rows = pd.read_parquet(root / "work" / "features" / "parquet")
-    flink_rows = {}
-    for p in (root / "work" / "replay" / "flink-output").rglob("*"):
-        if p.is_file() and not p.name.startswith((".", "_")):
-            for line in p.read_text().splitlines():
-                r = json.loads(line)
-                flink_rows[r["tid"]] = r
-    decisions = {d["tid"]: d for d in map(json.loads, out.read_text().splitlines())}
-    return {
-        "df": df,
-        "summary": summary,
-        "spark": spark_rows.set_index("tid"),
-        "decisions": decisions,
-        "flink": flink_rows,
-        "late_tids": {json.loads(x)["tid"] for x in late},
-        "events": kept,
-    }
+def arrival_order(df: pd.DataFrame) -> tuple[list[int], set[str], set[str]]:
+    """Row indices in arrival order, the late tids and those beyond the allowed lateness."""
+    rng = np.random.default_rng(5)
+    arrival = df["trans_ts"].to_numpy() + rng.uniform(0, WATERMARK - 2, len(df))
+    fraud = df.index[df["fraud_label"] == 1].to_numpy()
+    # A burst of 3 members of one chain arrives 15 min late (followed by the chain's later members).
+    chain_start = next(i for i in fraud if all(j in set(fraud) for j in range(i, i + 6)))
+    late = list(range(chain_start + 1, chain_start + 4))
+    arrival[late] = df["trans_ts"].to_numpy()[late] + 900
+    beyond = int(df.index[(df["fraud_label"] == 0)][len(df) // 2])
+    arrival[beyond] = df["trans_ts"].to_numpy()[beyond] + 7200
+    order = sorted(range(len(df)), key=lambda i: (arrival[i], df["tid"][i]))
+    tids = df["tid"].to_numpy()
+    return order, {tids[i] for i in late}, {tids[beyond]}
 
 
-def _late_in_window(df: pd.DataFrame, late_tids: set[str]) -> dict[str, int]:
-    """For each tid: how many late events of its card fall in its [ts - 600, ts] window."""
-    ts = (pd.to_datetime(df["datetime"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    d = df.assign(ts=ts)
-    late = d[d["tid"].isin(late_tids)]
-    out = {}
-    for _, lr in late.iterrows():
-        hit = d[(d["cc_num"] == lr["cc_num"]) & (d["ts"] >= lr["ts"]) & (d["ts"] <= lr["ts"] + S.seconds)]
-        for tid in hit["tid"]:
-            if tid not in late_tids:
-                out[tid] = out.get(tid, 0) + 1
+def emitted_with(df: pd.DataFrame, order: list[int], late: set[str]) -> dict[str, set[str]]:
+    """For each on-time event, the late events of its card that had arrived when the watermark
+    passed it (Flink's order: records and watermarks in source order, watermark = max seen - N)."""
+    tids, ts, cards = df["tid"].to_numpy(), df["trans_ts"].to_numpy(), df["cc_num"].to_numpy()
+    out: dict[str, set[str]] = {}
+    arrived: list[int] = []
+    pending: list[int] = []
+    wm = -math.inf
+    for i in order:
+        ready = [j for j in pending if ts[j] <= wm]
+        for j in ready:
+            out[tids[j]] = {tids[k] for k in arrived if tids[k] in late and cards[k] == cards[j]}
+        pending = [j for j in pending if ts[j] > wm]
+        arrived.append(i)
+        if tids[i] not in late:
+            pending.append(i)
+        wm = max(wm, ts[i] - WATERMARK)
+    for j in pending:
+        out[tids[j]] = {tids[k] for k in arrived if tids[k] in late and cards[k] == cards[j]}
     return out
 
 
-def test_every_event_decided_late_ones_flagged(work):
-    s, decisions = work["summary"], work["decisions"]
-    assert s["events"] == len(work["df"]) and s["decisions"] == len(work["df"]) and s["rejects"] == 0
-    assert set(decisions) == set(work["df"]["tid"])
-    flagged = {t for t, d in decisions.items() if d["late"]}
-    assert flagged == work["late_tids"] and s["late"] == len(work["late_tids"])
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory, spark):
+    if not (ROOT / ".venv-flink" / "bin" / "python").exists():
+        pytest.skip("PyFlink environment .venv-flink missing")
+    from pyspark.sql import functions as F
+
+    from processing import aggregate
+
+    root = tmp_path_factory.mktemp("parity")
+    df = transactions()
+    order, late, beyond = arrival_order(df)
+    src, spec_file = root / "events.jsonl", root / "spec.json"
+    with src.open("w") as f:
+        for i in order:
+            r = df.iloc[i]
+            f.write(
+                json.dumps(
+                    {
+                        "tid": r["tid"],
+                        "cc_num": int(r["cc_num"]),
+                        "amount": float(r["amount"]),
+                        "trans_ts": float(r["trans_ts"]),
+                        "fraud_label": int(r["fraud_label"]),
+                    }
+                )
+                + "\n"
+            )
+    spec_file.write_text(FS.to_json())
+    run_job(
+        src,
+        root / "out",
+        root / "flink.log",
+        ["--watermark-seconds", str(WATERMARK), "--feature-spec", str(spec_file)],
+        timeout=400,
+    )
+    flink = {}
+    for line in output_lines(root / "out"):
+        r = json.loads(line)
+        assert r["tid"] not in flink, f"{r['tid']} emitted twice"
+        flink[r["tid"]] = r
+    tx = spark.createDataFrame(df[["tid", "cc_num", "trans_ts", "amount", "fraud_label"]])
+    tx = tx.withColumn("day", F.floor(F.col("trans_ts") / DAY).cast("long"))
+    batch = aggregate.training_rows(tx, FS).select("tid", *FS.streaming_features).toPandas().set_index("tid")
+    return {"df": df, "order": order, "late": late, "beyond": beyond, "flink": flink, "batch": batch}
 
 
-def test_features_equal_spark_training_rows(work):
-    spark_rows, decisions = work["spark"], work["decisions"]
-    affected = _late_in_window(work["df"], work["late_tids"])
-    compared = 0
-    for tid, row in spark_rows.iterrows():
-        if tid in work["late_tids"] or tid in affected:
+def _close(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+
+
+def test_every_event_decided_once_and_flagged(paths):
+    df, flink = paths["df"], paths["flink"]
+    assert set(flink) == set(df["tid"])
+    assert {t for t, r in flink.items() if r["late"]} == paths["late"] | paths["beyond"]
+    assert {t for t, r in flink.items() if r["beyond_lateness"]} == paths["beyond"]
+
+
+def test_streaming_features_equal_the_batch_job(paths):
+    df, flink, batch, late = paths["df"], paths["flink"], paths["batch"], paths["late"]
+    late_all = late | paths["beyond"]
+    seen_before = emitted_with(df, paths["order"], late_all)
+    exact = partial = 0
+    after_late = 0
+    for _, x in df.iterrows():
+        tid = x["tid"]
+        if tid in paths["beyond"]:
             continue
-        got = decisions[tid]["features"]
-        assert list(got) == list(spec.MODEL_FEATURES)
-        for name in spec.MODEL_FEATURES:
-            a, b = got[name], float(row[name])
-            assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0), (tid, name, a, b)
-        compared += 1
-    assert compared >= len(spark_rows) - 40
-    # The scenario really has what it claims: ties, bursts, exact-600-s pairs, cards without history.
-    assert (spark_rows[S.count_name] >= 5).sum() > 20
-    assert (spark_rows[spec.LONG_WINDOW.count_name] == 0).sum() >= 9
-    dup = spark_rows.reset_index().duplicated(["cc_num", "trans_ts"], keep=False).sum()
-    assert dup >= 20
-
-
-def test_late_events_only_shift_the_windows_they_belong_to(work):
-    """Documented semantics: a late event is not in later windows; those counts are Spark's minus it."""
-    affected = _late_in_window(work["df"], work["late_tids"])
-    spark_rows, flink = work["spark"], work["flink"]
-    checked = 0
-    for tid, n_late in affected.items():
-        if tid in spark_rows.index:
-            assert flink[tid][S.count_name] == spark_rows.loc[tid, S.count_name] - n_late
-            checked += 1
-    for tid in work["late_tids"]:
-        assert flink[tid][S.count_name] == 1 and flink[tid]["late"] is True
-    assert checked >= 1
+        got = flink[tid]
+        missing = set() if tid in late else {t for t in late_all if t not in seen_before[tid]}
+        missing = {t for t in missing if df.loc[df["tid"] == t, "cc_num"].item() == x["cc_num"]}
+        if not missing:
+            for n in FS.streaming_features:
+                assert _close(got[n], batch.loc[tid, n]), (tid, n, got[n], batch.loc[tid, n])
+            exact += 1
+            if tid not in late and seen_before[tid]:
+                after_late += 1
+        else:  # emitted before those late events arrived: the batch rules without them, exactly
+            h = CardHistory()
+            for _, y in df[(df["cc_num"] == x["cc_num"]) & ~df["tid"].isin(missing)].iterrows():
+                h.add(y["trans_ts"], y["amount"])
+            want = h.streaming(x["trans_ts"], FS)
+            for n in FS.streaming_features:
+                assert _close(got[n], want[n]), (tid, n, got[n], want[n])
+            partial += 1
+    assert exact >= len(df) - 20 and after_late >= 2, (exact, partial, after_late)
+    # The scenario has what it claims: ties, bursts, first transactions, the added window.
+    assert (batch["num_trans_last_10m"] >= 5).sum() > 20
+    assert (batch["secs_since_prev_trans"] == 0).sum() >= 20
+    assert (batch["secs_since_prev_trans"] == spec.RECENCY_SENTINEL).sum() >= 25
+    assert "max_amt_last_5m" in batch.columns
