@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from features import spec
-from pipeline.local.signals import Terminated, describe, exit_code, terminate_as_exception
+from pipeline.local.signals import (
+    Terminated,
+    describe,
+    exit_code,
+    is_endpoint_server,
+    stop_descendants,
+    terminate_as_exception,
+)
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
 from processing.simulate import DEFAULT_PROFILE, FULL_ROWS, PROFILES
@@ -396,6 +403,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except StepInterrupted as exc:
+        stop_descendants(keep=is_endpoint_server)  # the Spark JVM and its workers; Flink is stopped by replay
         print(
             f"error: {describe(exc.cause)} during step {exc.step}; nothing half-done is kept running: "
             "rerun the same command to start over",
@@ -403,6 +411,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         )
         return exit_code(exc.cause)
     except (KeyboardInterrupt, Terminated) as exc:  # between steps
+        stop_descendants(keep=is_endpoint_server)
         print(f"error: {describe(exc)}; rerun the same command to start over", file=sys.stderr)
         return exit_code(exc)
     _log("\n" + report.table())
@@ -441,7 +450,15 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         with terminate_as_exception():
             return _endpoint_command(args)
     except (KeyboardInterrupt, Terminated) as exc:
-        print(f"error: {describe(exc)}; the previous deployment (if any) keeps serving", file=sys.stderr)
+        from pipeline.local import endpoint
+
+        record = endpoint.read_deployment(Path(args.work_dir)) or {}
+        now = (
+            f"version {record.get('version')} serving at {record.get('url')}"
+            if endpoint.is_live(record)
+            else "no local endpoint serving"
+        )
+        print(f"error: {describe(exc)}; deployment now: {now}", file=sys.stderr)
         return exit_code(exc)
 
 

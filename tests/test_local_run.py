@@ -110,3 +110,231 @@ def test_local_run_on_too_short_history_fails_with_one_line(tmp_path: Path) -> N
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+# --- issue 9: deployment, quality gate, interrupts, input errors ---------------------------------
+@pytest.fixture(scope="module")
+def model_archives(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    import numpy as np
+    import xgboost as xgb
+
+    from training.model_artifact import write_model_archive
+
+    root = tmp_path_factory.mktemp("models")
+    x = np.random.default_rng(0).uniform(0, 5, (300, len(spec.MODEL_FEATURES)))
+    out = []
+    for i in range(2):
+        booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=x[:, 2] > 2.5), 2 + i)
+        out.append(write_model_archive(booster, root / f"m{i}" / "model.tar.gz"))
+    return out
+
+
+def _work_servers(work: Path) -> list[int]:
+    from pipeline.local import endpoint
+
+    return sorted(p.pid for p in endpoint.servers(work))
+
+
+def test_deploy_is_atomic_and_refuses_a_port_held_by_someone_else(tmp_path, model_archives) -> None:
+    from pipeline.local import endpoint
+    from training.serve import LocalEndpointServer
+
+    work = tmp_path / "w"
+    other = LocalEndpointServer(model_archives[1], model_version="42").start()  # another work dir's
+    try:
+        first = endpoint.deploy(work, model_archives[0], 1)
+        assert endpoint.server_info(first["url"])["pid"] == first["pid"]
+        # The port is taken by another server: refused with one line, the previous one keeps serving.
+        with pytest.raises(endpoint.DeployError, match=f"port {other.port} is already in use"):
+            endpoint.deploy(work, model_archives[1], 2, port=other.port)
+        assert endpoint.read_deployment(work) == first and endpoint.is_live(first)
+        assert _work_servers(work) == [first["pid"]]  # the failed child is gone
+        # A redeploy starts the new server, checks it, records it, then stops the old one.
+        second = endpoint.deploy(work, model_archives[1], 2)
+        info = endpoint.server_info(second["url"])
+        assert (info["pid"], info["model_version"]) == (second["pid"], "2")
+        assert endpoint.read_deployment(work) == second and _work_servers(work) == [second["pid"]]
+        # Same explicit port as the running deployment: hot swap in place, checked by /info.
+        third = endpoint.deploy(work, model_archives[0], 3, port=second["port"])
+        assert third["pid"] == second["pid"] and endpoint.server_info(third["url"])["model_version"] == "3"
+    finally:
+        other.stop()
+        assert endpoint.stop(work) == 1
+    assert _work_servers(work) == [] and not endpoint.is_live(endpoint.read_deployment(work))
+
+
+def test_interrupted_deploy_keeps_the_previous_one_and_stop_finds_leftovers(
+    tmp_path, model_archives, monkeypatch
+) -> None:
+    from pipeline.local import endpoint
+
+    work = tmp_path / "w"
+    first = endpoint.deploy(work, model_archives[0], 1)
+    real_check = endpoint._check_identity
+
+    def interrupted(*args, **kwargs):
+        real_check(*args, **kwargs)  # the new server is up and answering ...
+        raise KeyboardInterrupt  # ... and Ctrl-C arrives before the switch
+
+    monkeypatch.setattr(endpoint, "_check_identity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        endpoint.deploy(work, model_archives[1], 2)
+    monkeypatch.undo()
+    assert endpoint.read_deployment(work) == first and endpoint.is_live(first)
+    assert _work_servers(work) == [first["pid"]]
+
+    # Interrupted after the switch, before the old server was stopped: the record names the new
+    # server, and the old one (no longer in any record) is still found by `stop`.
+    monkeypatch.setattr(endpoint, "_terminate", lambda procs, timeout=0: None)
+    second = endpoint.deploy(work, model_archives[1], 2)
+    monkeypatch.undo()
+    assert endpoint.read_deployment(work) == second and _work_servers(work) == sorted(
+        [first["pid"], second["pid"]]
+    )
+    result = run_cli("endpoint", "--work-dir", str(work), "--stop")
+    assert result.stdout.strip() == "stopped 2 local endpoint server(s)"
+    assert _work_servers(work) == []
+
+
+def test_sigterm_during_endpoint_deploy_leaves_old_serving_or_new_recorded(tmp_path, model_archives) -> None:
+    import signal
+    import time
+
+    from pipeline.local import endpoint
+    from pipeline.local.registry import LocalModelRegistry
+
+    work = tmp_path / "w"
+    registry = LocalModelRegistry(work / "registry")
+    registry.register(spec.MODEL_PACKAGE_GROUP, model_archives[0], approval_status="Approved")
+    first = endpoint.deploy(work, registry.latest_approved(spec.MODEL_PACKAGE_GROUP).model_data, 1)
+    registry.register(spec.MODEL_PACKAGE_GROUP, model_archives[1], approval_status="Approved")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "run_pipeline.py", "endpoint", "--work-dir", str(work), "--deploy-latest"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        import psutil
+
+        deadline = time.monotonic() + 60  # SIGTERM once the new server process exists (mid-deploy)
+        while time.monotonic() < deadline and not any(
+            "training.serve" in c.cmdline() for c in psutil.Process(proc.pid).children()
+        ):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        record = endpoint.read_deployment(work)
+        assert endpoint.is_live(record)  # the previous deployment serving, or the new one recorded
+        assert record == first or record["version"] == 2
+        assert proc.returncode in (0, 143), err
+        if proc.returncode == 143:
+            assert err.strip() == (
+                f"error: terminated (SIGTERM); deployment now: version {record['version']} serving at "
+                f"{record['url']}"
+            )
+        assert _work_servers(work) == [record["pid"]]
+    finally:
+        endpoint.stop(work)
+
+
+def test_quality_gate_refuses_a_model_that_flags_nothing_and_names_no_fraud() -> None:
+    import numpy as np
+
+    from pipeline.local_runner import StepFailed, check_quality_gate
+    from processing.evaluate import compute_metrics
+
+    y = np.zeros(2000)
+    y[::200] = 1
+    # Ranks the frauds well (pr_auc 1.0) but no score reaches the decision threshold: flags nothing.
+    useless = compute_metrics(y, np.where(y == 1, 0.3, 0.1))
+    assert useless["pr_auc"]["value"] >= 0.75 and useless["recall"]["value"] == 0.0
+    with pytest.raises(
+        StepFailed, match=r"recall 0 at the decision threshold 0\.5: the model flags no fraud"
+    ):
+        check_quality_gate(useless, 10, 0.75)
+    no_fraud = compute_metrics(np.zeros(100), np.full(100, 0.1))
+    with pytest.raises(StepFailed) as info:
+        check_quality_gate(no_fraud, 0, 0.75)
+    assert str(info.value).startswith("quality gate: no fraud in the test split")
+    good = compute_metrics(y, np.where(y == 1, 0.9, 0.1))
+    assert check_quality_gate(good, 10, 0.75).startswith("pr_auc 1.0000 >= 0.75, recall 1.0000 > 0")
+
+
+def test_training_refuses_a_validation_split_without_fraud(tmp_path) -> None:
+    import numpy as np
+
+    from training.train import TrainingError, train
+
+    rng = np.random.default_rng(0)
+    for name, labels in (("train", rng.integers(0, 2, 200)), ("validation", np.zeros(50))):
+        (tmp_path / name).mkdir()
+        rows = np.column_stack([labels, rng.uniform(0, 5, (len(labels), len(spec.MODEL_FEATURES)))])
+        np.savetxt(tmp_path / name / "part-0.csv", rows, delimiter=",", fmt="%.6g")
+    with pytest.raises(TrainingError) as info:
+        train(tmp_path / "train", tmp_path / "validation", tmp_path / "model")
+    assert str(info.value).startswith("validation channel has no positive (fraud) rows among 50")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "type_name"),
+    [
+        ("amount", [{"dollars": 1.0}], "struct"),
+        ("cc_num", [b"\x00\x01"], "binary"),
+        ("amount", [[1.0, 2.0]], "list"),
+    ],
+)
+def test_local_run_refuses_nested_or_binary_parquet_columns_in_one_line(tmp_path, column, values, type_name):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = {"tid": ["a"], "datetime": ["2020-01-01 00:00:00"], "cc_num": [4000000000000001],
+            "amount": [1.0], "fraud_label": [0]}  # fmt: skip
+    data[column] = values
+    path = tmp_path / "tx.parquet"
+    pq.write_table(pa.table(data), path)
+    result = run_cli("local", "--transactions", str(path), "--work-dir", str(tmp_path / "w"), "--no-stream")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --transactions {path}: column {column!r} has type "
+        f"{pq.read_schema(path).field(column).type}, expected "
+        + " or ".join(
+            {"amount": ("integer", "floating", "decimal", "string"), "cc_num": ("integer", "string")}[column]
+        )
+    ]
+    assert type_name in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_sigterm_during_spark_ends_in_one_line_without_a_jvm_left(tmp_path) -> None:
+    """SIGTERM to `local` while the Spark job runs: exit 143, one line, the Spark JVM is gone."""
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "run_pipeline.py", "local", "--rows", "30000", "--work-dir", str(tmp_path / "w"),
+         "--no-stream"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        me = psutil.Process(proc.pid)
+        jvms: list[psutil.Process] = []
+        deadline = time.monotonic() + 120
+        while not jvms and time.monotonic() < deadline and proc.poll() is None:
+            jvms = [c for c in me.children(recursive=True) if "java" in c.name()]
+            time.sleep(0.2)
+        assert jvms, "the Spark JVM never started"
+        time.sleep(2)  # into the Spark job
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: terminated (SIGTERM) during step aggregate+ingest"), err[-2000:]
+    assert "Traceback" not in err
+    _, alive = psutil.wait_procs(jvms, timeout=15)
+    assert alive == []

@@ -18,9 +18,11 @@ Deploying version N (`deploy`):
 4. stop the previous server and any other server of this work dir (left by an interrupted run).
 
 An interrupt (Ctrl-C, SIGTERM turned into an exception by the runner) before step 3 kills the new
-child and leaves the previous deployment serving and recorded; after step 3 the new one is recorded
-and serving, and a leftover old server is still found by `stop`, which looks for servers by the
-owner tag on their command line (`--owner WORK_DIR/endpoint`), not only by the record.
+child and leaves the previous deployment serving and recorded; steps 3 and 4 run with the signals
+held (pipeline.local.signals.deferred_signals), so an interrupt there takes effect once the new
+server is recorded and the old one stopped. A server left by a killed (SIGKILL) run is still found
+by `stop` and by the next deploy, which look for servers by the owner tag on their command line
+(`--owner WORK_DIR/endpoint`), not only by the record.
 Redeploying with an explicit `--port` that the current deployment holds hot-swaps the model in that
 server (POST /admin/reload) and checks /info for the new version before recording it.
 """
@@ -44,6 +46,7 @@ from typing import Any
 import psutil
 
 from features import spec
+from pipeline.local.signals import deferred_signals
 
 ENDPOINT_DIRNAME = "endpoint"
 DEPLOYED_FILE = "deployed.json"
@@ -134,8 +137,10 @@ def servers(work_dir: str | Path) -> list[psutil.Process]:
     plus the record's PID when it runs `training.serve` (records written before the tag existed)."""
     tag = owner_tag(work_dir)
     found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = proc.info.get("cmdline") or []
+        if proc.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
         if "training.serve" in cmd and "--owner" in cmd:
             i = cmd.index("--owner")
             if i + 1 < len(cmd) and cmd[i + 1] == tag:
@@ -145,21 +150,35 @@ def servers(work_dir: str | Path) -> list[psutil.Process]:
     if isinstance(pid, int) and pid not in found and pid != os.getpid():
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
-            if "training.serve" in proc.cmdline():
+            if "training.serve" in proc.cmdline() and not _gone(proc):
                 found[pid] = proc
     return list(found.values())
 
 
+def _gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie counts: it serves nothing; reaped here when it is our child)."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(proc.pid, os.WNOHANG)
+    return True
+
+
 def _terminate(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
     """SIGTERM (the server drains in-flight requests), then SIGKILL whatever is left."""
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    for sig, wait in ((None, timeout), ("kill", 5.0)):
+        alive = [p for p in procs if not _gone(p)]
+        if not alive:
+            return
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill() if sig == "kill" else proc.terminate()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not all(_gone(p) for p in alive):
+            time.sleep(0.05)
 
 
 def stop(work_dir: str | Path) -> int:
@@ -291,6 +310,7 @@ def deploy(
             "--owner", owner_tag(work_dir),
         ]  # fmt: skip
         process: subprocess.Popen[bytes] | None = None
+        switched = False
         try:
             with log.open("ab") as fh:  # the child keeps its own descriptor
                 process = subprocess.Popen(
@@ -314,16 +334,18 @@ def deploy(
                 "owner": owner_tag(work_dir),
                 "deployed_at": _now(),
             }
-            _write_record(work_dir, record)  # the switch: from here the new server is the deployment
+            with deferred_signals():  # switch, then stop the old server(s): never cut in between
+                _write_record(work_dir, record)
+                switched = True
+                _terminate([p for p in servers(work_dir) if p.pid != process.pid])
         except BaseException:
-            if process is not None and process.poll() is None:
+            if not switched and process is not None and process.poll() is None:
                 _terminate([psutil.Process(process.pid)], timeout=5)
             raise
         finally:
             ready.unlink(missing_ok=True)
             if process is not None and process.poll() is not None:
                 process.wait()
-        _terminate([p for p in servers(work_dir) if p.pid != process.pid])
     return record
 
 
