@@ -64,13 +64,14 @@ AWS_SCALE_POS_WEIGHT = DEFAULT_SCALE_POS_WEIGHT
 
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "objective": "binary:logistic",
-    "num_round": 200,
+    "num_round": 400,
     "max_depth": 5,
-    "eta": 0.2,
+    "eta": 0.1,
     "subsample": 0.8,
     "min_child_weight": 1.0,
+    "max_bin": 4096,
     "eval_metric": "aucpr",
-    "early_stopping_rounds": 20,
+    "early_stopping_rounds": 30,
     "scale_pos_weight": DEFAULT_SCALE_POS_WEIGHT,
     "seed": 42,
 }
