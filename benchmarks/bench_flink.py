@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""The Flink job locally: events/s after start-up on 1 M events (start-up measured separately).
+"""The Flink job locally: throughput after start-up on 1 M events, and arrival-to-emission latency.
 
-Generates N synthetic events (10,000 cards, event time over 10 days, arrival shuffled within
-3 s < the 5 s watermark), then runs streaming/job.py in .venv-flink twice as the replay does
-(a subprocess per run): on 100 events (= fixed cost: JVM, planner, job submission, teardown) and
-on the N events. Throughput after start-up = N / (t_N - t_100).
+Throughput (default): N synthetic events (10,000 cards, event time over 10 days, arrival shuffled
+within 3 s < the 5 s watermark), streaming/job.py run twice as the tests run it (a subprocess per
+run): on 100 events (fixed cost: JVM, planner, job submission, teardown) and on the N events.
+Throughput after start-up = N / (t_N - t_100). Also the CPU seconds of the whole process group
+(JVM + Python) per event, which a busy shared machine inflates less than wall time.
 
-    python benchmarks/bench_flink.py [--events 1000000] [--parallelism 1]
-Writes benchmarks/results/flink.json.
+    python benchmarks/bench_flink.py [--events 1000000] [--emit on-watermark|on-arrival] [--execution-mode thread]
+
+Latency (`--latency`): an unbounded run (watched source directory, print sink): a feeder appends
+`--rate` events/s (live event time = wall clock) for `--seconds`; each event carries its send time
+in its tid; the bench reads the job's stdout and takes arrival-to-emission = time the row is
+printed - time the event was written (includes the source's directory polling, `--monitor-ms`).
+
+    python benchmarks/bench_flink.py --latency [--rate 2000] [--seconds 60] [--emit on-watermark]
+
+Writes benchmarks/results/flink.json (throughput) or flink_latency_<emit>.json.
 """
 
 from __future__ import annotations
@@ -18,16 +27,16 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "flink.json"
-FLINK_PY = Path(os.environ.get("FLINK_PYTHON", REPO / ".venv-flink" / "bin" / "python"))
+RESULTS = REPO / "benchmarks" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from streaming.replay import ReplayError, enriched_lines, run_flink  # noqa: E402
+from streaming.launch import FlinkJobError, output_lines, start_job, stop_job  # noqa: E402
 from streaming.sql import DEFAULT_WATERMARK_SECONDS  # noqa: E402
 
 
@@ -49,62 +58,197 @@ def write_events(path: Path, n: int, seed: int = 0) -> None:
             )
 
 
-def run_job(src: Path, out: Path, parallelism: int) -> tuple[float, int]:
-    """Wall seconds and output rows of one job run, launched exactly as the replay launches it."""
+def _group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process of a process group (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp) is index 2 after the command
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_timed(src: Path, out: Path, args: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the job's process group, output rows) of one bounded run."""
+    log = out.with_suffix(".log")
+    t0 = time.perf_counter()
+    proc = start_job(src, out, log, args)
+    cpu = 0.0
     try:
-        elapsed = run_flink(
-            src, out, DEFAULT_WATERMARK_SECONDS, out.with_suffix(".log"), parallelism=parallelism
-        )
-    except ReplayError as exc:
-        sys.exit(f"bench_flink: {exc}")
-    return elapsed, sum(1 for _ in enriched_lines(out))
+        while proc.poll() is None:
+            cpu = max(cpu, _group_cpu_seconds(proc.pid))
+            time.sleep(0.2)
+    finally:
+        stop_job(proc)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise FlinkJobError(f"Flink job failed (exit {proc.returncode}): {' | '.join(tail)}")
+    return wall, cpu, sum(1 for _ in output_lines(out))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--parallelism", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    if not FLINK_PY.exists():
-        sys.exit(f"bench_flink: {FLINK_PY} not found: run `make install`")
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    job_args = ["--emit", args.emit, "--execution-mode", args.execution_mode]
     with tempfile.TemporaryDirectory(prefix="bench-flink-") as tmp:
         tmp_path = Path(tmp)
         small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
         print(f"generating {args.events:,} events ...", flush=True)
-        t = time.perf_counter()
         write_events(big, args.events)
         write_events(small, 100, seed=1)
-        gen_s = time.perf_counter() - t
+        load_before = round(os.getloadavg()[0], 2)
         print("start-up run (100 events) ...", flush=True)
-        startup_s, n_small = run_job(small, tmp_path / "out-small", args.parallelism)
+        startup_s, startup_cpu, n_small = run_timed(small, tmp_path / "out-small", job_args)
         print(f"  {startup_s:.1f}s; full run ({args.events:,} events) ...", flush=True)
-        total_s, n_big = run_job(big, tmp_path / "out-big", args.parallelism)
-        size_mb = big.stat().st_size / 1e6
+        total_s, total_cpu, n_big = run_timed(big, tmp_path / "out-big", job_args)
     if n_big != args.events or n_small != 100:
         sys.exit(f"bench_flink: expected {args.events} and 100 output rows, got {n_big} and {n_small}")
     processing_s = max(total_s - startup_s, 1e-9)
-    result = {
+    cpu_s = max(total_cpu - startup_cpu, 1e-9)
+    return {
         "benchmark": "flink_job_local",
         "events": args.events,
-        "input_mb": round(size_mb, 1),
-        "parallelism": args.parallelism,
+        "emit": args.emit,
+        "execution_mode": args.execution_mode,
+        "parallelism": 1,
         "startup_seconds": round(startup_s, 2),
         "total_seconds": round(total_s, 2),
         "processing_seconds": round(processing_s, 2),
         "events_per_second_after_startup": round(args.events / processing_s),
         "events_per_second_including_startup": round(args.events / total_s),
-        "generate_seconds": round(gen_s, 2),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "cpu_seconds_after_startup": round(cpu_s, 2),
+        "events_per_cpu_second": round(args.events / cpu_s),
+        "load_average_1m_before": load_before,
+        "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def latency(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="bench-flink-lat-") as tmp:
+        tmp_path = Path(tmp)
+        src = tmp_path / "in"
+        src.mkdir()
+        job_args = [
+            "--emit",
+            args.emit,
+            "--monitor-interval",
+            f"{args.monitor_ms} ms",
+            "--watermark-seconds",
+            str(DEFAULT_WATERMARK_SECONDS),
+        ]
+        received: dict[int, float] = {}
+        import subprocess
+
+        proc = start_job(src, "print", tmp_path / "job.log", job_args, stdout=subprocess.PIPE)
+
+        def reader() -> None:
+            for line in proc.stdout:  # "+I[s<seq>-<sent_ns>, ...]"
+                t = time.time()
+                text = line.decode(errors="replace")
+                i = text.find("[s")
+                if i >= 0:
+                    tid = text[i + 2 : text.index(",", i)]
+                    received[int(tid.split("-")[0])] = t - int(tid.split("-")[1]) / 1e9
+
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        try:
+            # Warm-up: wait until the job answers (start-up is not latency).
+            seq, rng = 0, np.random.default_rng(0)
+            deadline = time.time() + 240
+            while not received and time.time() < deadline:
+                seq = _feed(src, seq, 20, rng)
+                time.sleep(0.5)
+            if not received:
+                raise FlinkJobError(f"no output within 240 s (log {tmp_path / 'job.log'})")
+            time.sleep(DEFAULT_WATERMARK_SECONDS + 2)
+            first = seq
+            period = 0.05
+            per_tick = max(1, round(args.rate * period))
+            t_end = time.time() + args.seconds
+            next_tick = time.time()
+            while time.time() < t_end:
+                seq = _feed(src, seq, per_tick, rng)
+                next_tick += period
+                time.sleep(max(0.0, next_tick - time.time()))
+            last = seq
+            time.sleep(DEFAULT_WATERMARK_SECONDS + 5)
+            _feed(src, seq, per_tick, rng)  # pushes the watermark past the last measured events
+            time.sleep(3)
+        finally:
+            stop_job(proc, grace=0)
+        lat = [received[s] for s in range(first, last) if s in received]
+    if not lat:
+        sys.exit("bench_flink: no latency samples")
+    q = np.percentile(np.array(lat) * 1000, [50, 95, 99])
+    return {
+        "benchmark": "flink_job_latency_local",
+        "emit": args.emit,
+        "rate_events_per_second": args.rate,
+        "seconds": args.seconds,
+        "events_measured": len(lat),
+        "events_sent": last - first,
+        "watermark_seconds": DEFAULT_WATERMARK_SECONDS,
+        "source_monitor_interval_ms": args.monitor_ms,
+        "arrival_to_emission_ms": {"p50": round(q[0], 1), "p95": round(q[1], 1), "p99": round(q[2], 1)},
+        "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _feed(src: Path, seq: int, n: int, rng) -> int:
+    """Append n live events as one new file (written aside, then renamed: the source sees it whole)."""
+    now = time.time()
+    lines = []
+    for _ in range(n):
+        sent = time.time_ns()
+        card = 4_000_000_000_000_000 + int(rng.integers(0, 10_000))
+        lines.append(
+            f'{{"tid": "s{seq}-{sent}", "cc_num": {card}, "amount": {float(rng.uniform(1, 500))!r}, "trans_ts": {now!r}}}\n'
+        )
+        seq += 1
+    tmp = src / f".f{seq}.tmp"
+    tmp.write_text("".join(lines))
+    tmp.rename(src / f"f{seq:09d}.jsonl")
+    return seq
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--emit", choices=("on-watermark", "on-arrival"), default="on-watermark")
+    ap.add_argument("--execution-mode", choices=("thread", "process"), default="thread")
+    ap.add_argument("--latency", action="store_true", help="measure arrival-to-emission instead")
+    ap.add_argument("--rate", type=int, default=2000, help="events/s fed in the latency run")
+    ap.add_argument("--seconds", type=int, default=60, help="length of the latency run")
+    ap.add_argument("--monitor-ms", type=int, default=100, help="source directory polling interval")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    try:
+        result = latency(args) if args.latency else throughput(args)
+    except FlinkJobError as exc:
+        sys.exit(f"bench_flink: {exc}")
+    name = f"flink_latency_{args.emit}.json" if args.latency else "flink.json"
+    out = Path(args.out) if args.out else RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

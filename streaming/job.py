@@ -378,11 +378,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         extra = {"source.monitor-interval": args.monitor_interval} if args.monitor_interval else {}
+        # Unbounded local run: roll part files every second, so each checkpoint commits the output.
+        rolling = (
+            {"sink.rolling-policy.rollover-interval": "1 s", "sink.rolling-policy.check-interval": "1 s"}
+            if args.monitor_interval and args.sink_path != "print"
+            else {}
+        )
         conn = sql.ConnectorConfig(
             kind="filesystem",
             source=str(Path(args.source_path).resolve()),
             sink=args.sink_path if args.sink_path == "print" else str(Path(args.sink_path).resolve()),
             extra_source=extra,
+            extra_sink=rolling,
         )
         wm = DEFAULT_WATERMARK_SECONDS if args.watermark_seconds is None else args.watermark_seconds
         t0 = time.perf_counter()

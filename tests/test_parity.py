@@ -176,7 +176,12 @@ def test_streaming_features_equal_the_batch_job(paths):
             continue
         got = flink[tid]
         missing = set() if tid in late else {t for t in late_all if t not in seen_before[tid]}
-        missing = {t for t in missing if df.loc[df["tid"] == t, "cc_num"].item() == x["cc_num"]}
+        missing = {  # late events of its card at or before its time (windows and recency)
+            t
+            for t in missing
+            if df.loc[df["tid"] == t, "cc_num"].item() == x["cc_num"]
+            and df.loc[df["tid"] == t, "trans_ts"].item() <= x["trans_ts"]
+        }
         if not missing:
             for n in FS.streaming_features:
                 assert _close(got[n], batch.loc[tid, n]), (tid, n, got[n], batch.loc[tid, n])
@@ -191,7 +196,7 @@ def test_streaming_features_equal_the_batch_job(paths):
             for n in FS.streaming_features:
                 assert _close(got[n], want[n]), (tid, n, got[n], want[n])
             partial += 1
-    assert exact >= len(df) - 20 and after_late >= 2, (exact, partial, after_late)
+    assert exact >= len(df) - 40 and partial >= 1 and after_late >= 2, (exact, partial, after_late)
     # The scenario has what it claims: ties, bursts, first transactions, the added window.
     assert (batch["num_trans_last_10m"] >= 5).sum() > 20
     assert (batch["secs_since_prev_trans"] == 0).sum() >= 20
