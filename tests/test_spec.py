@@ -140,3 +140,12 @@ def test_compute_equals_brute_force(seed: int) -> None:
         for (tid, *_), values in zip(rows, got, strict=True):
             for name, v in want[tid].items():
                 assert values[name] == pytest.approx(v, rel=1e-12, abs=1e-12), (tid, name)
+
+
+def test_docs_feature_table_is_generated_from_the_spec() -> None:
+    from features import docs
+
+    text = docs.DOC.read_text()
+    assert docs.render(text) == text, "docs/features.md is stale: run python -m features.docs"
+    wider = spec.SPEC.with_(spec.Aggregation("max", "5m", spec.STREAMING))
+    assert "`max_amt_last_5m` | streaming | largest amount in [ts - 5m, ts]" in docs.feature_table(wider)
