@@ -418,11 +418,15 @@ def _cli(
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str | None:
+    """A non-zero exit with one `error:` line (argparse's usage lines before its error line count as
+    the parser's standard answer), no traceback."""
     errors = [x for x in result.stderr.splitlines() if x.strip() and not x.startswith(("[replay]", "["))]
     if result.returncode == 0:
         return "exit 0"
     if "Traceback" in result.stderr:
         return "traceback"
+    if result.returncode == 2 and errors and ": error: argument " in errors[-1]:
+        return None  # refused by the argument parser, before anything started
     if len(errors) != 1 or not errors[0].startswith("error:"):
         return f"{len(errors)} error lines: {errors[-3:]}"
     return None

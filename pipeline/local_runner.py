@@ -12,6 +12,10 @@ directory registry and a local HTTP endpoint. Everything lands in `--work-dir`:
     registry/                   model package group, numbered versions
     endpoint/                   deployed.json, server.log (the running local endpoint)
     replay/                     streaming replay of the test window (decisions, rejects)
+
+Exit codes: 0 done; 1 a step failed (one line: bad input, quality gate, deploy refused); 130 Ctrl-C,
+143 SIGTERM, both after stopping what the step started (Spark JVM, Flink job, a half-started
+endpoint); rerunning the same command starts over (docs/reliability.md).
 """
 
 from __future__ import annotations
