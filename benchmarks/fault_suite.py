@@ -576,6 +576,20 @@ def _replay_cases(report: Report, root: Path, model: Path, *, real_flink: bool) 
 
     report.check("signal", "SIGTERM to replay while Flink runs", sigterm_replay)
 
+    def rerun() -> str | None:
+        result = _cli(*argv, "--json")
+        if result.returncode != 0:
+            return f"exit {result.returncode}: {result.stderr.strip().splitlines()[-1:]}"
+        summary = json.loads(result.stdout)
+        decided = {json.loads(x)["tid"] for x in (root / "d.jsonl").read_text().splitlines()}
+        lost = {f"e{i}" for i in range(n)} - decided
+        report.decisions_lost += len(lost)
+        if lost:
+            return f"{len(lost)} events without a decision"
+        return None if summary["decisions"] == n else f"{summary['decisions']} decisions for {n} events"
+
+    report.check("signal", "replay rerun after the SIGTERM completes", rerun)
+
 
 def _echo_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path, **_: object) -> float:
     sink.mkdir(parents=True, exist_ok=True)
