@@ -35,8 +35,9 @@ if __name__ == "__main__" and __package__ is None:  # `python processing/aggrega
     if (_root / "features").is_dir():
         sys.path.insert(0, str(_root))
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegralType
 
 from features import spec
 
@@ -198,15 +199,23 @@ def read_transactions(spark: SparkSession, path: str, fmt: str = "auto") -> Data
                 f"found: {', '.join(raw.columns) or 'none'})"
             )
     for f in raw.schema.fields:
-        if f.name in spec.TRANSACTION_COLUMNS and f.dataType.typeName() in ("struct", "array", "map", "binary"):
+        if f.name in spec.TRANSACTION_COLUMNS and f.dataType.typeName() in (
+            "struct",
+            "array",
+            "map",
+            "binary",
+        ):
             raise JobInputError(
                 f"input {path}: column {f.name!r} has type {f.dataType.simpleString()}, "
                 "expected a string or number"
             )
     ts = F.col("datetime").cast("timestamp")
     # A fractional card number is invalid (a plain cast to long would truncate it to a valid one).
-    card = F.col(spec.CARD_ID).cast("decimal(38, 9)")
-    card = F.when(card == card.cast("long"), card.cast("long"))
+    if isinstance(raw.schema[spec.CARD_ID].dataType, IntegralType):
+        card = F.col(spec.CARD_ID).cast("long")  # whole already: no decimal round trip per row
+    else:
+        card = F.col(spec.CARD_ID).cast("decimal(38, 9)")
+        card = F.when(card == card.cast("long"), card.cast("long"))
     # Through double so 0.7 or 1.5 is not truncated to a valid-looking 0/1: any other value is -1,
     # which the validity rule drops as "not 0 or 1" (unparsable stays null: "missing or unparsable").
     label = F.col(spec.LABEL).cast("double")
@@ -243,9 +252,7 @@ def invalid_reasons() -> dict[str, Column]:
         reasons[f"{what} missing or unparsable"] = F.count(F.when(F.col(f).isNull(), 1))
         no_nulls = no_nulls & F.col(f).isNotNull()
     in_range = F.expr(spec.valid_event_sql())
-    reasons[f"out-of-range or non-finite {'/'.join(spec.BOUNDS)}"] = F.count(
-        F.when(no_nulls & ~in_range, 1)
-    )
+    reasons[f"out-of-range or non-finite {'/'.join(spec.BOUNDS)}"] = F.count(F.when(no_nulls & ~in_range, 1))
     reasons[f"{spec.LABEL} not 0 or 1"] = F.count(F.when(no_nulls & ~_label_ok(), 1))
     return reasons
 
@@ -316,18 +323,28 @@ def _snapshot_value(a: spec.Aggregation, frame: Window) -> Column:
     return F.coalesce(part[1](f"{part[0]}_{a.column}").over(frame), F.lit(0.0)).cast("double").alias(a.name)
 
 
+def daily_partials(tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC) -> DataFrame:
+    """Per card and day (`day` column): the partial aggregates the snapshot windows combine."""
+    return tx.groupBy(spec.CARD_ID, "day").agg(*_snapshot_partials(fs))
+
+
 def snapshot_grid(
-    tx: DataFrame, first_day: int, last_cutoff_day: int, fs: spec.FeatureSpec = spec.SPEC
+    tx: DataFrame,
+    first_day: int,
+    last_cutoff_day: int,
+    fs: spec.FeatureSpec = spec.SPEC,
+    partials: DataFrame | None = None,
 ) -> DataFrame:
     """Snapshot aggregations [T - w, T) for every card and every cut-off day in [first_day, last_cutoff_day].
 
     Dense grid, so a ROWS frame over the w previous day rows is exactly the w previous days, and
     cards with no recent activity get an explicit 0 snapshot (replay overwrites stale values).
+    `partials` (daily_partials of tx), when the caller already has them, saves a pass over tx.
     """
     spark = tx.sparkSession
-    daily = tx.groupBy(spec.CARD_ID, "day").agg(*_snapshot_partials(fs))
+    daily = daily_partials(tx, fs) if partials is None else partials
     days = spark.range(first_day, last_cutoff_day + 1).withColumnRenamed("id", "day")
-    cards = tx.select(spec.CARD_ID).distinct()
+    cards = daily.select(spec.CARD_ID).distinct()
     grid = cards.crossJoin(F.broadcast(days)).join(daily, [spec.CARD_ID, "day"], "left")
     by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
     return grid.select(
@@ -357,27 +374,45 @@ def direct_snapshot(tx: DataFrame, cutoff_day: int, fs: spec.FeatureSpec = spec.
     )
 
 
-def training_rows(tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC) -> DataFrame:
+def training_rows(
+    tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC, grid: DataFrame | None = None
+) -> DataFrame:
     """Transactions (with `day`) plus every declared feature of `fs` and its ratios.
 
-    Snapshot aggregations are RANGE windows over the day index, [day - w/d, day - 1] = [T - w, T)
-    with T = floor_day(ts): the same values as the snapshot grid's row for T, but computed in the
-    same shuffle as the streaming windows (no join, one exchange for 5.4 M rows).
+    Streaming windows and recency: one sort by (card, time), every frame over it. Snapshot values:
+    the row of the snapshot grid (card, T = floor_day(ts)), joined by a broadcast hash join after
+    the windows, so the training row carries exactly the numbers serving publishes for that day
+    (and no second sort by day). `grid` is `snapshot_grid` covering tx's days (built from tx when
+    not given).
     """
-    by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
-    snap = []
-    for a in fs.snapshot:
-        frame = by_day.rangeBetween(-(a.seconds // DAY), -1)
-        n = F.count(a.column).over(frame)
-        if a.operation == "count":
-            snap.append(n.alias(a.name))
-        elif a.operation == "avg":
-            snap.append(safe_avg(F.coalesce(F.sum(a.column).over(frame), F.lit(0.0)), n).alias(a.name))
+    if grid is None:
+        span = tx.agg(F.min("day").alias("lo"), F.max("day").alias("hi")).first()
+        if span is None or span["lo"] is None:
+            grid = tx.sparkSession.createDataFrame([], f"{spec.CARD_ID} long, day long").select(
+                "*", *(F.lit(None).cast("double").alias(n) for n in fs.snapshot_features)
+            )
         else:
-            value = _SPARK_OPS[a.operation](F.col(a.column)).over(frame)
-            snap.append(F.coalesce(value, F.lit(0.0)).cast("double").alias(a.name))
-    rows = tx.select("*", *snap, *streaming_columns(fs))
+            grid = snapshot_grid(tx, int(span["lo"]), int(span["hi"]), fs)
+    rows = tx.select("*", *streaming_columns(fs))
+    snap = grid.select(spec.CARD_ID, "day", *fs.snapshot_features)
+    rows = rows.join(F.broadcast(snap), [spec.CARD_ID, "day"], "left")
     return rows.select("*", *(F.expr(spec.ratio_sql(r)).alias(r.name) for r in fs.ratios))
+
+
+def duplicate_tids(tx: DataFrame) -> int:
+    """Rows whose `tid` an earlier row already has (rows - distinct tids), exactly.
+
+    Cheap: a 64-bit hash per row is grouped (8 bytes a row through the shuffle, not the string);
+    only tids whose hash occurs more than once (normally none) are then compared as strings, so
+    a hash collision can never be counted as a duplicate."""
+    h = F.xxhash64("tid").alias("_h")
+    twice = tx.select(h).groupBy("_h").count().where(F.col("count") > 1).select("_h")
+    candidates = [r["_h"] for r in twice.collect()]
+    if not candidates:
+        return 0
+    suspects = tx.where(F.xxhash64("tid").isin(candidates)).groupBy("tid").count()
+    row = suspects.agg(F.sum(F.col("count") - 1).alias("dups")).first()
+    return int(row["dups"] or 0) if row else 0
 
 
 # --- ingestion ------------------------------------------------------------------------------------
@@ -584,27 +619,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     _progress(f"reading {args.input}")
     tx = read_transactions(spark, args.input, args.input_format)
-    valid = valid_row()
     day = F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
+    # Pass 1 over the input: validity counts, the day range and the snapshot partials per
+    # (card, day) in one aggregation; its ~cards x days rows are cached (small) and feed the
+    # statistics, the snapshot grid and the card count without another read of the input.
+    flagged = tx.select("*", F.coalesce(valid_row(), F.lit(False)).alias("_valid"), day.alias("day"))
     reasons = invalid_reasons()
-    stats = tx.agg(
-        F.count(F.lit(1)).alias("all"),
-        F.count(F.when(valid, 1)).alias("rows"),
-        F.min(F.when(valid, day)).alias("first"),
-        F.max(F.when(valid, day)).alias("last"),
-        *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
+    partials = (
+        flagged.groupBy("_valid", spec.CARD_ID, "day")
+        .agg(
+            F.count(F.lit(1)).alias("_all"),
+            *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
+            *_snapshot_partials(fs),
+        )
+        .persist()
+    )
+    ok = F.col("_valid")
+    stats = partials.agg(
+        F.sum("_all").alias("all"),
+        F.sum(F.when(ok, F.col("_all"))).alias("rows"),
+        F.min(F.when(ok, F.col("day"))).alias("first"),
+        F.max(F.when(ok, F.col("day"))).alias("last"),
+        *(F.sum(f"reason_{i}").alias(f"reason_{i}") for i in range(len(reasons))),
     ).first()
-    rows_invalid = int(stats["all"]) - int(stats["rows"]) if stats else 0
+    rows_all = int(stats["all"] or 0) if stats else 0
+    rows_in = int(stats["rows"] or 0) if stats else 0
+    rows_invalid = rows_all - rows_in
     invalid_why = {
         name: int(stats[f"reason_{i}"]) for i, name in enumerate(reasons) if stats and stats[f"reason_{i}"]
     }
     why = ", ".join(f"{k}: {v:,}" for k, v in invalid_why.items())
     if rows_invalid:
-        _progress(f"dropping {rows_invalid:,} invalid row(s) of {int(stats['all']):,} ({why})")
-    if not stats or not stats["rows"]:
+        _progress(f"dropping {rows_invalid:,} invalid row(s) of {rows_all:,} ({why})")
+    if not rows_in:
+        partials.unpersist()
         raise JobInputError(f"input {args.input} has no valid transactions" + (f" ({why})" if why else ""))
-    rows_in, first_day, last_day = int(stats["rows"]), int(stats["first"]), int(stats["last"])
-    tx = tx.where(valid).withColumn("day", day)
+    first_day, last_day = int(stats["first"]), int(stats["last"])
+    tx = tx.where(valid_row()).withColumn("day", day)
     end_day = last_day + 1
     history_days, validation_days, test_days, notice = split_days(
         end_day - first_day, args.history_days, args.validation_days, args.test_days
@@ -619,7 +670,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     val_start = test_start - validation_days
     train_start = first_day + history_days
     timings["read"] = round(time.perf_counter() - t, 3)
-    _progress(f"{rows_in:,} rows, {_day_str(first_day)}..{_day_str(last_day)}; computing features")
+
+    t = time.perf_counter()
+    rows_duplicate = duplicate_tids(tx)
+    if rows_duplicate:
+        _progress(
+            f"warning: {rows_duplicate:,} row(s) repeat the tid of an earlier row; kept as separate "
+            "transactions (every window counts them): de-duplicate the input if they are re-deliveries"
+        )
+    timings["duplicates"] = round(time.perf_counter() - t, 3)
+
+    # The snapshot grid first: written as the snapshot table, joined into the training rows and
+    # ingested, all from one cached copy (cards x days rows).
+    t = time.perf_counter()
+    daily = partials.where(ok).drop("_valid", "_all", *(f"reason_{i}" for i in range(len(reasons))))
+    grid = snapshot_grid(tx, first_day, end_day, fs, partials=daily).persist()
+    snapshots = grid
+    latest = grid.where(F.col("day") == snapshot_day)
+    if not first_day <= snapshot_day <= end_day:
+        latest = direct_snapshot(tx, snapshot_day, fs).persist()
+        snapshots = snapshots.unionByName(latest)
+
+    def with_cutoff(frame: DataFrame) -> DataFrame:
+        cutoff = (F.col("day") * DAY).cast("long").alias("cutoff")
+        return frame.select(spec.CARD_ID, cutoff, *fs.snapshot_features)
+
+    with_cutoff(snapshots).write.mode("overwrite").parquet(f"{out}/snapshots")
+    partials.unpersist()
+    n_cards = latest.count()
+    timings["snapshots"] = round(time.perf_counter() - t, 3)
+    _progress(
+        f"{rows_in:,} rows, {_day_str(first_day)}..{_day_str(last_day)}, {n_cards:,} cards; computing features"
+    )
 
     t = time.perf_counter()
     day = F.col("day")
@@ -631,49 +713,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     # Windows over all rows first (the warm-up days feed them), then drop the warm-up days.
     # `datetime` is re-derived after the shuffle: one column less through the sort.
-    rows = training_rows(tx.drop("datetime"), fs).withColumn("split", split).where(F.col("split").isNotNull())
+    in_splits = grid.where(F.col("day") >= train_start)
+    rows = (
+        training_rows(tx.drop("datetime"), fs, grid=in_splits)
+        .withColumn("split", split)
+        .where(F.col("split").isNotNull())
+    )
     rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME)).select(
         *parquet_columns(fs), "split"
     )
+    # Row counts per split observed during the write (no counting pass).
+    observed = Observation("rows_out")
+    rows = rows.observe(observed, *(F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS))
     # One pass writes all splits; concurrent writers avoid sorting 5 M rows by the partition column.
     previous = spark.conf.get("spark.sql.maxConcurrentOutputFileWriters", "0")
     spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", str(len(SPLITS) + 1))
-    tmp_parquet = f"{out}/_tmp_parquet"
+    # Not `_`-prefixed: Spark's reader ignores such paths, and the CSV pass reads this one back.
+    tmp_parquet, tmp_csv = f"{out}/tmp-features-parquet", f"{out}/tmp-training-csv"
     try:
         rows.write.mode("overwrite").partitionBy("split").parquet(tmp_parquet)
+        split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
+        timings["features_parquet"] = round(time.perf_counter() - t, 3)
+        _progress(f"features written in {timings['features_parquet']:.1f}s")
+
+        # Training CSV: the model columns of the Parquet just written (columnar read), all splits
+        # in one partitioned write.
+        t = time.perf_counter()
+        csv_columns = [spec.LABEL, *fs.model_features]
+        if any(split_rows.values()):
+            written = spark.read.parquet(tmp_parquet).select(*csv_columns, "split")
+            written.write.mode("overwrite").option("header", False).partitionBy("split").csv(tmp_csv)
     finally:
         spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", previous)
     empty = spark.createDataFrame([], rows.drop("split").schema)
     for name in SPLITS:
         if not _move(spark, f"{tmp_parquet}/split={name}", f"{out}/parquet/{name}"):
             empty.write.mode("overwrite").parquet(f"{out}/parquet/{name}")  # an empty split keeps its schema
+        if not _move(spark, f"{tmp_csv}/split={name}", f"{out}/{name}"):
+            empty.select(*csv_columns).write.mode("overwrite").option("header", False).csv(f"{out}/{name}")
     _delete(spark, tmp_parquet)
-    timings["features_parquet"] = round(time.perf_counter() - t, 3)
-    _progress(f"features written in {timings['features_parquet']:.1f}s")
-
-    t = time.perf_counter()
-    split_rows: dict[str, int] = {}
-    csv_columns = [spec.LABEL, *fs.model_features]
-    for name in SPLITS:
-        part = spark.read.parquet(f"{out}/parquet/{name}")
-        split_rows[name] = part.count()
-        part.select(*csv_columns).write.mode("overwrite").option("header", False).csv(f"{out}/{name}")
+    _delete(spark, tmp_csv)
     timings["training_csv"] = round(time.perf_counter() - t, 3)
     _progress(f"training CSV written in {timings['training_csv']:.1f}s: {json.dumps(split_rows)}")
-
-    t = time.perf_counter()
-    snapshots = snapshot_grid(tx, first_day, end_day, fs)
-    if not first_day <= snapshot_day <= end_day:
-        snapshots = snapshots.unionByName(direct_snapshot(tx, snapshot_day, fs))
-    snapshots = snapshots.select(
-        spec.CARD_ID,
-        (F.col("day") * DAY).cast("long").alias("cutoff"),
-        *fs.snapshot_features,
-    )
-    snapshots.write.mode("overwrite").parquet(f"{out}/snapshots")
-    latest = spark.read.parquet(f"{out}/snapshots").where(F.col("cutoff") == snapshot_day * DAY)
-    n_cards = latest.count()
-    timings["snapshots"] = round(time.perf_counter() - t, 3)
 
     ingested = 0
     if factory is not None:
@@ -682,9 +763,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"ingesting cut-off {_day_str(snapshot_day)} into {args.feature_group} ({args.feature_store})"
         )
         ingested = ingest_snapshot(
-            latest, factory, args.feature_group, args.ingest_workers, args.ingest_partitions, fs
+            with_cutoff(latest), factory, args.feature_group, args.ingest_workers, args.ingest_partitions, fs
         )
         timings["ingest"] = round(time.perf_counter() - t, 3)
+    grid.unpersist()
+    latest.unpersist()
     timings["total"] = round(time.perf_counter() - t0, 3)
 
     summary: dict[str, Any] = {
@@ -693,6 +776,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows_in": rows_in,
         "rows_invalid_dropped": rows_invalid,
         "rows_invalid_reasons": invalid_why,
+        "rows_duplicate_tid": rows_duplicate,
         "rows_out": split_rows,
         "rows_history_dropped": rows_in - sum(split_rows.values()),
         "cards": n_cards,
