@@ -19,12 +19,16 @@ from streaming import replay
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local_runner.add_commands(commands)
     replay.add_commands(commands)
     aws_cli.add_commands(commands)
     aws_stream.add_commands(commands)
+    for sub in commands.choices.values():  # keep the modules' docstring layout in --help
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
