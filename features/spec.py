@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
 # --- Raw data -----------------------------------------------------------------
@@ -131,11 +132,11 @@ class Aggregation:
         if self.kind == SNAPSHOT and seconds % SNAPSHOT_PERIOD_SECONDS:
             raise ValueError(f"a snapshot window must be whole days, got {self.window!r}")
 
-    @property
+    @cached_property
     def seconds(self) -> int:
         return window_seconds(self.window)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return f"{OPERATIONS[self.operation]}_last_{self.window}"
 
@@ -204,30 +205,30 @@ class FeatureSpec:
             return "ratio"
         raise ValueError(f"{name!r} is not declared in the feature specification")
 
-    @property
+    @cached_property
     def streaming(self) -> tuple[Aggregation, ...]:
         return tuple(a for a in self.aggregations if a.kind == STREAMING)
 
-    @property
+    @cached_property
     def snapshot(self) -> tuple[Aggregation, ...]:
         return tuple(a for a in self.aggregations if a.kind == SNAPSHOT)
 
-    @property
+    @cached_property
     def streaming_features(self) -> tuple[str, ...]:
         """What the Flink job adds to each event (and `cc-agg-fg` stores), in this order."""
         return (*(a.name for a in self.streaming), *(r.name for r in self.recency))
 
-    @property
+    @cached_property
     def snapshot_features(self) -> tuple[str, ...]:
         """What the daily snapshot holds per card (and `cc-agg-batch-fg` stores)."""
         return tuple(a.name for a in self.snapshot)
 
-    @property
+    @cached_property
     def longest_streaming_seconds(self) -> int:
         """How much of a card's past the streaming path keeps (plus the allowed lateness)."""
         return max((a.seconds for a in self.streaming), default=0)
 
-    @property
+    @cached_property
     def max_recency_nth(self) -> int:
         """How many earlier events per card recency needs, whatever their age."""
         return max((r.nth for r in self.recency), default=0)
