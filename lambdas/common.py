@@ -205,6 +205,12 @@ def _card_number(v: Any) -> int:
     return v
 
 
+FLINK_REJECT_REASON = "reject_reason"
+"""Set by the Flink job next to `raw` on a record it set aside."""
+BEYOND_LATENESS = "beyond_lateness"
+"""Set by the Flink job on a late event older than its allowed lateness (features from what it kept)."""
+
+
 def flink_reject_reason(raw: str) -> str:
     """Why the Flink job set a record aside: this module's reason on the original text where it
     rejects it too, else the shared rule (features.spec.valid_event_sql) as Flink reads it."""
@@ -224,6 +230,9 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise MalformedRecord(f"event is not a JSON object but {type(obj).__name__}")
     if enriched and isinstance(obj.get(spec.REJECTED_RAW_FIELD), str):
+        reason = obj.get(FLINK_REJECT_REASON)
+        if isinstance(reason, str) and reason:  # the streaming job says why (e.g. event time too far ahead)
+            raise MalformedRecord(f"rejected by the streaming job: {reason}")
         raise MalformedRecord(flink_reject_reason(obj[spec.REJECTED_RAW_FIELD]))
     required = dict.fromkeys(spec.EVENT_FIELDS)  # NON_NEGATIVE_FIELDS are among them
     missing = [f for f in required if obj.get(f) is None]
@@ -252,6 +261,10 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
         late = obj.get("late")
         if not isinstance(late, bool):
             raise MalformedRecord(f"late must be a boolean, got {late!r}")
+        beyond = obj.get(BEYOND_LATENESS, False)
+        if not isinstance(beyond, bool):
+            raise MalformedRecord(f"{BEYOND_LATENESS} must be a boolean, got {beyond!r}")
+        out[BEYOND_LATENESS] = beyond
         for name in spec.STREAMING_FEATURES:
             out[name] = _streaming_value(name, obj.get(name))
     return out

@@ -946,3 +946,14 @@ def test_bad_fraud_threshold_is_a_clear_error_naming_the_variable(value):
         f"environment variable FRAUD_THRESHOLD={value!r} is not a finite number in [0.0, 1.0]"
     )
     assert score.Config.from_env({"FRAUD_THRESHOLD": " "}).threshold == spec.DECISION_THRESHOLD
+
+
+def test_flink_flags_reach_the_decision_and_the_failure_reason():
+    """`beyond_lateness` is carried into the decision; a Flink `reject_reason` is the failure reason."""
+    ev = common.validate_event(enriched("t", 1, 5.0, 1.6e9, late=True, beyond_lateness=True), enriched=True)
+    assert ev["late"] is True and ev["beyond_lateness"] is True
+    with pytest.raises(common.MalformedRecord, match="beyond_lateness must be a boolean"):
+        common.validate_event(enriched("t", 1, 5.0, 1.6e9, beyond_lateness="yes"), enriched=True)
+    flagged = {"tid": None, "cc_num": 0, "raw": '{"tid": "x"}', "reject_reason": "trans_ts too far ahead"}
+    with pytest.raises(common.MalformedRecord, match="rejected by the streaming job: trans_ts too far ahead"):
+        common.validate_event(flagged, enriched=True)

@@ -337,6 +337,7 @@ def process_batch(
                         "score": score,
                         "fraud": bool(score >= config.threshold),
                         "late": ev["late"],
+                        common.BEYOND_LATENESS: ev.get(common.BEYOND_LATENESS, False),
                     }
                 )
             undelivered = put_decisions(
