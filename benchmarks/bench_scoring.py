@@ -42,7 +42,6 @@ from training.model_artifact import write_model_archive  # noqa: E402
 from training.serve import LocalEndpointServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scoring.json"
-S, L = spec.SHORT_WINDOW, spec.LONG_WINDOW
 CARDS = 10_000
 BATCH = 100
 
@@ -66,25 +65,18 @@ def setup(tmp: Path, rng: np.random.Generator) -> tuple[LocalFeatureStoreRuntime
     store = LocalFeatureStoreRuntime(tmp / "store.sqlite")
     cards = 4_000_000_000_000_000 + np.arange(CARDS)
     for c in cards:  # both feature groups populated for every card (the baseline reads both)
-        for fg, n_name, a_name, n, avg, t in (
-            (
-                spec.BATCH_FEATURE_GROUP,
-                L.count_name,
-                L.avg_name,
-                int(rng.integers(0, 60)),
-                float(rng.uniform(1, 900)),
-                1_580_515_200.0,
-            ),
-            (
-                spec.STREAMING_FEATURE_GROUP,
-                S.count_name,
-                S.avg_name,
-                int(rng.integers(1, 5)),
-                float(rng.uniform(1, 900)),
-                1_580_515_300.0,
-            ),
+        for fg, t in (
+            (spec.BATCH_FEATURE_GROUP, 1_580_515_200.0),
+            (spec.STREAMING_FEATURE_GROUP, 1_580_515_300.0),
         ):
-            values = {spec.CARD_ID: str(c), n_name: str(n), a_name: repr(avg), fg.event_time: repr(t)}
+            values = {spec.CARD_ID: str(c), fg.event_time: repr(t)}
+            for name, kind in fg.features:
+                if name not in values:
+                    values[name] = (
+                        str(int(rng.integers(1, 60)))
+                        if kind == "Integral"
+                        else repr(float(rng.uniform(1, 900)))
+                    )
             store.put_record(
                 FeatureGroupName=fg.name,
                 Record=[{"FeatureName": k, "ValueAsString": values[k]} for k in fg.feature_names],
@@ -107,8 +99,10 @@ def make_events(n: int, rng: np.random.Generator) -> list[dict]:
             "cc_num": int(cards[i]),
             "amount": float(amounts[i]),
             "trans_ts": 1_580_520_000.0 + i,
-            S.count_name: 1,
-            S.avg_name: float(amounts[i]),
+            **{
+                name: 1 if spec.SPEC.feature_type(name) == "Integral" else float(amounts[i])
+                for name in spec.STREAMING_FEATURES
+            },
             "late": False,
         }
         for i in range(n)
