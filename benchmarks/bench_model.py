@@ -42,8 +42,10 @@ def train_and_evaluate(features: Path, work: Path, name: str, columns: tuple[str
     t0 = time.perf_counter()
     for split in ("train", "validation", "test"):
         write_channel(features / "parquet" / split, work / name / split, columns)
-    result = train(work / name / "train", work / name / "validation", work / name / "model")
-    doc = evaluate(result["model_data"], work / name / "test", work / name / "evaluation", plot=False)
+    result = train(work / name / "train", work / name / "validation", work / name / "model", features=columns)
+    doc = evaluate(
+        result["model_data"], work / name / "test", work / name / "evaluation", plot=False, features=columns
+    )
     m = doc["binary_classification_metrics"]
     return {
         "features": list(columns),
@@ -63,14 +65,16 @@ def main() -> int:
     p.add_argument("--transactions", help="use this CSV/Parquet instead of the simulator")
     p.add_argument("--work-dir", type=Path, default=Path("work/bench_model"))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--reuse-features", action="store_true", help="keep WORK_DIR/features from an earlier run")
     args = p.parse_args()
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     source = args.transactions
-    if not source:
+    if not source and not (args.reuse_features and (work / "transactions.parquet").exists()):
         from processing.simulate import simulate_table, write_table
 
         source = str(write_table(simulate_table(args.rows, args.seed), work / "transactions.parquet"))
+    source = source or str(work / "transactions.parquet")
     from processing import aggregate
     from processing.spark_session import local_spark_session
 

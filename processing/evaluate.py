@@ -288,6 +288,7 @@ def evaluate(
     threshold: float = spec.DECISION_THRESHOLD,
     *,
     plot: bool = True,
+    features: tuple[str, ...] = spec.MODEL_FEATURES,
 ) -> dict[str, Any]:
     """Score the test channel with the model and write evaluation.json (+ PNG); returns the JSON document."""
     started = time.perf_counter()
@@ -307,7 +308,7 @@ def evaluate(
     if undefined:
         dataset["undefined_metrics"] = undefined
         print(f"evaluate: warning: {NO_POSITIVES_REASON} (pr_auc = 0.0)", file=sys.stderr, flush=True)
-    importance = feature_importance(booster)
+    importance = feature_importance(booster, features)
     document = {
         "binary_classification_metrics": metrics,
         "dataset": dataset,

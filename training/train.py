@@ -195,15 +195,18 @@ def train(
     *,
     package: bool = True,
     progress_every: int = 10,
+    features: tuple[str, ...] = spec.MODEL_FEATURES,
 ) -> dict[str, Any]:
     """Train and write `model_dir/model.tar.gz` (or the bare `xgboost-model` when `package` is False).
+
+    `features` names the channel's columns after the label (another set only for ablations).
 
     Returns {"model_path" (= "model_data"), "best_iteration", "num_rounds", "validation_aucpr", "validation_metric", "rows",
     "scale_pos_weight", "hyperparameters", "seconds"}.
     """
     started = time.perf_counter()
     params = parse_hyperparameters(hyperparameters)
-    n_features = len(spec.MODEL_FEATURES)
+    n_features = len(features)
     try:
         y_train, x_train = read_label_first_csv(train_dir, n_features)
         y_val, x_val = read_label_first_csv(validation_dir, n_features) if validation_dir else (None, None)
@@ -229,7 +232,7 @@ def train(
 
     booster_params = {k: v for k, v in params.items() if k not in _NOT_BOOSTER_PARAMS}
     booster_params["scale_pos_weight"] = weight
-    feature_names = list(spec.MODEL_FEATURES)
+    feature_names = list(features)
     dtrain = xgb.DMatrix(x_train, label=y_train, feature_names=feature_names)
     evals = []
     if y_val is not None:
