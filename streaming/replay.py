@@ -36,6 +36,7 @@ from typing import Any
 
 from features import spec
 from lambdas import common
+from shared.errors import UserError
 from streaming.sql import DEFAULT_WATERMARK_SECONDS
 
 RAW_FIELD = spec.REJECTED_RAW_FIELD  # set by the Flink job on records it could not place
@@ -48,7 +49,7 @@ FLINK_STOP_SECONDS = 10.0
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class ReplayError(RuntimeError):
+class ReplayError(UserError, RuntimeError):
     """A user-facing failure (missing inputs, Flink failed): one line on stderr, exit 2."""
 
 
