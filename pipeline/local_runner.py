@@ -41,12 +41,13 @@ from pipeline.local.signals import (
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
 from processing.simulate import DEFAULT_PROFILE, FULL_ROWS, PROFILES
+from shared.errors import RunFailed
 
 DEFAULT_WORK_DIR = Path("work/local")
 DEPLOYED_FILE = "deployed.json"
 
 
-class StepFailed(RuntimeError):
+class StepFailed(RunFailed, RuntimeError):
     """A step failed for a reason the user can act on (printed as one line, exit 1)."""
 
 
