@@ -40,6 +40,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType
 
 from features import spec
+from shared.cli import ArgumentParser, report
+from shared.errors import UserError
 
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
@@ -99,13 +101,13 @@ def split_days(days: int, history: int, validation: int, test: int) -> tuple[int
     return h, v, t, notice
 
 
-class JobInputError(ValueError):
+class JobInputError(UserError, ValueError):
     """A user error (bad input or arguments): the CLI prints it as one line, no traceback."""
 
 
 # --- arguments ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--input", required=True, help="transactions: CSV with header or Parquet; file, dir or S3 URI"
     )
@@ -812,6 +814,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except JobInputError as exc:
-        print(f"aggregate: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as exc:  # one line, exit 2 (shared.errors)
+        sys.exit(report("aggregate", exc))
