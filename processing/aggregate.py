@@ -90,7 +90,7 @@ def split_days(days: int, history: int, validation: int, test: int) -> tuple[int
     if days < 4:
         raise JobInputError(f"the data spans {days} day(s): a time-based split needs at least 4")
     scale = days / wanted
-    h, v, t = (max(1, int(x * scale)) for x in (history, validation, test))
+    h, v, t = (max(1, int(x * scale)) if x else 0 for x in (history, validation, test))
     while h + v + t > days - 1:  # rounding up to one day each may leave no train day
         h, v, t = (max(1, x - 1) if x == max(h, v, t) else x for x in (h, v, t))
     notice = (
