@@ -54,7 +54,7 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
         from training.endpoint_client import LocalSageMakerRuntime, parse_scores
 
         runtime = LocalSageMakerRuntime({spec.ENDPOINT_NAME: deployed["url"]})
-        body = "\n".join(",".join(["12.5", "1.0", "1.0", "0.5"]) for _ in range(3))
+        body = "\n".join(",".join(["1.0"] * len(spec.MODEL_FEATURES)) for _ in range(3))
         response = runtime.invoke_endpoint(EndpointName=spec.ENDPOINT_NAME, ContentType="text/csv", Body=body)
         scores = parse_scores(response["Body"].read().decode())
         assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)

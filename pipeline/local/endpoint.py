@@ -294,7 +294,8 @@ def deploy(
     with _locked(work_dir):
         previous = read_deployment(work_dir)
         if port and previous and previous.get("port") == port and is_live(previous):
-            return _hot_swap(work_dir, previous, model_data, version, timeout)
+            with deferred_signals():  # reload and record together: never one without the other
+                return _hot_swap(work_dir, previous, model_data, version, timeout)
         instance_id = uuid.uuid4().hex
         ready = edir / f".ready-{instance_id}"
         log = edir / SERVER_LOG
