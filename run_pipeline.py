@@ -7,6 +7,9 @@
     python run_pipeline.py send | decisions   # streaming demo on AWS (decisions --work-dir: local)
 
 Each subcommand lives in its own module, which registers its arguments here.
+
+Exit codes (shared/errors.py, docs/design.md): 0 success; 1 a run failed (quality gate, a step,
+an AWS call); 2 bad usage or input; 130 Ctrl-C, 143 SIGTERM. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import argparse
 import sys
 
 from pipeline import aws_cli, aws_stream, local_runner
+from shared.cli import ArgumentParser, run
 from streaming import replay
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="run_pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every user error (shared.errors.UserError) is caught here, once: one line, its exit code."""
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    return run(lambda: args.handler(args))
 
 
 if __name__ == "__main__":

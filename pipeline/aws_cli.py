@@ -27,17 +27,14 @@ from typing import Any, TextIO
 
 from features import spec
 from pipeline.parameters import DEFAULT_PREFIX, PARAMETER_NAMES
+from shared.errors import RunFailed
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+class CliError(RunFailed):
+    """A user-facing failure: printed as one line by run_pipeline.py, exit status 1 (or `code`)."""
 
 
 # --------------------------------------------------------------------------- AWS plumbing
@@ -170,21 +167,19 @@ def names_from_stack(args: argparse.Namespace, outputs: dict[str, str]) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from pipeline.definition import DefinitionError, make_config
+    """The definition's names; a bad one (DefinitionError, a UserError) exits 2 with one line."""
+    from pipeline.definition import make_config
 
-    try:
-        return make_config(
-            args.region,
-            args.role_arn,
-            args.bucket,
-            pipeline_name=args.pipeline_name,
-            model_package_group_name=args.model_package_group,
-            deploy_lambda=args.deploy_lambda,
-            feature_group_name=args.feature_group,
-            prefix=args.prefix,
-        )
-    except DefinitionError as exc:
-        raise CliError(str(exc)) from exc
+    return make_config(
+        args.region,
+        args.role_arn,
+        args.bucket,
+        pipeline_name=args.pipeline_name,
+        model_package_group_name=args.model_package_group,
+        deploy_lambda=args.deploy_lambda,
+        feature_group_name=args.feature_group,
+        prefix=args.prefix,
+    )
 
 
 def cmd_definition(args: argparse.Namespace) -> int:
@@ -454,21 +449,6 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- argparse
-def _wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """One-line errors instead of tracebacks for user errors."""
-
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except CliError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.code
-
-    handler.__name__ = fn.__name__
-    handler.__doc__ = fn.__doc__
-    return handler
-
-
 def _add_region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
 
@@ -498,7 +478,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("definition", help="print the SageMaker pipeline definition JSON (offline)")
     _add_names(p, role_required_hint="execution role ARN (default: a placeholder in account 111122223333)")
     p.add_argument("--output", "-o", help="write the JSON here instead of stdout")
-    p.set_defaults(handler=_wrap(cmd_definition))
+    p.set_defaults(handler=cmd_definition)
 
     p = commands.add_parser("upsert", help="upload the step code and create or update the pipeline")
     _add_names(
@@ -509,7 +489,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="pipeline stack (infra/pipeline.yaml, e.g. fraud-detection-pipeline): role, bucket and deploy "
         "function default to its outputs " + ", ".join(STACK_OUTPUTS.values()),
     )
-    p.set_defaults(handler=_wrap(cmd_upsert))
+    p.set_defaults(handler=cmd_upsert)
 
     p = commands.add_parser("start", help="start a pipeline execution")
     _add_region(p)
@@ -528,13 +508,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--poll-seconds", type=float, default=30.0, help="polling interval with --wait (default 30)"
     )
     p.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
-    p.set_defaults(handler=_wrap(cmd_start))
+    p.set_defaults(handler=cmd_start)
 
     p = commands.add_parser("status", help="show an execution and its steps (latest by default)")
     _add_region(p)
     p.add_argument("--pipeline-name", default=spec.PIPELINE_NAME, help="default %(default)s")
     p.add_argument("--execution-arn", help="execution to show (default: the latest)")
-    p.set_defaults(handler=_wrap(cmd_status))
+    p.set_defaults(handler=cmd_status)
 
     p = commands.add_parser("approve", help="set a model package's approval status (AWS or --work-dir local)")
     _add_region(p)
@@ -545,4 +525,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--description", help="approval description (AWS)")
     p.add_argument("--work-dir", help="local mode: work dir of a `local` run")
     p.add_argument("--version", type=int, help="local mode: model version number")
-    p.set_defaults(handler=_wrap(cmd_approve))
+    p.set_defaults(handler=cmd_approve)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from features import spec
+from shared.errors import RunFailed
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
@@ -70,12 +71,8 @@ MEANINGFUL_LATENCY_S = (-60.0, 86400.0)
 """Event-to-decision latencies outside this range come from historical event times: not shown."""
 
 
-class StreamError(Exception):
-    """A user-facing failure: one line on stderr, exit 1 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+class StreamError(RunFailed):
+    """A user-facing failure: one line on stderr (run_pipeline.py), exit 1 (or `code`)."""
 
 
 def _error_code(exc: BaseException) -> str:
@@ -567,8 +564,10 @@ class DecisionView:
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    """Nearest-rank percentile (numpy's `inverted_cdf`): a latency that was observed."""
+    import numpy as np
+
+    return float(np.percentile(values, q * 100, method="inverted_cdf"))
 
 
 def parse_duration(text: str) -> float:
@@ -768,20 +767,6 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return _aws_guard("decisions", run)
 
 
-def _wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except StreamError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-
-    return handler
-
-
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register `send` and `decisions` on run_pipeline.py's subparsers."""
     p = commands.add_parser("send", help="put transactions on the Kinesis transactions stream (AWS)")
@@ -802,7 +787,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", metavar="FILE", help="write the events as sent (JSON lines), e.g. for decisions --expect"
     )
-    p.set_defaults(handler=_wrap(cmd_send))
+    p.set_defaults(handler=cmd_send)
 
     p = commands.add_parser(
         "decisions",
@@ -829,7 +814,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="with --expect: give up after this many seconds (default 600)",
     )
     p.add_argument("--summary-only", action="store_true", help="print only the summary, not every decision")
-    p.set_defaults(handler=_wrap(cmd_decisions))
+    p.set_defaults(handler=cmd_decisions)
 
 
 __all__ = [

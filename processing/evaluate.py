@@ -21,7 +21,6 @@ dependencies); matplotlib is optional there (no plot without it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -38,6 +37,8 @@ import numpy as np
 from sklearn import metrics as skm
 
 from features import spec
+from shared.cli import ArgumentParser, run
+from shared.errors import UserError
 from training.model_artifact import ArtifactError, load_booster, read_label_first_csv
 
 EVALUATION_JSON = "evaluation.json"
@@ -46,7 +47,7 @@ IMPORTANCE_PNG = "feature_importance.png"
 CURVE_POINTS = 101
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Bad inputs for an evaluation (user error)."""
 
 
@@ -328,9 +329,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Evaluate model.tar.gz on the test channel (model-quality JSON)."
-    )
+    parser = ArgumentParser(description="Evaluate model.tar.gz on the test channel (model-quality JSON).")
     parser.add_argument(
         "--model", default="/opt/ml/processing/model", help="model.tar.gz, its directory or xgboost-model"
     )
@@ -339,12 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=spec.DECISION_THRESHOLD)
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    try:
+
+    def run_evaluation() -> int:
         evaluate(args.model, args.test, args.output, args.threshold, plot=not args.no_plot)
-    except EvaluationError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run(run_evaluation, "evaluate.py")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ if __name__ == "__main__" and __package__ is None:  # `python processing/simulat
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.spec import TRANSACTION_COLUMNS
+from shared.cli import ArgumentParser, run
+from shared.errors import UserError
 
 FULL_ROWS = 5_400_000
 FULL_CARDS = 10_000
@@ -54,6 +56,10 @@ LEGIT_BAND_P = BAND_SHARES
 FRAUD_BAND_P: tuple[float, ...] = (0.02, 0.03, 0.10, 0.35, 0.50)
 
 
+class SimulationError(UserError, ValueError):
+    """Bad simulation parameters or an unwritable output (user error: one line, exit 2)."""
+
+
 def default_cards(rows: int) -> int:
     """Cards scale with rows so per-card activity (~540 tx per card) matches the full data set."""
     return max(1, round(rows * FULL_CARDS / FULL_ROWS))
@@ -66,7 +72,7 @@ def _epoch(moment: str) -> int:
             return int(datetime.strptime(moment, fmt).replace(tzinfo=UTC).timestamp())
         except ValueError:
             continue
-    raise ValueError(f"time must be YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS', got {moment!r}")
+    raise SimulationError(f"time must be YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS', got {moment!r}")
 
 
 def _band_draw(rng: np.random.Generator, band: np.ndarray) -> np.ndarray:
@@ -224,14 +230,14 @@ def simulate_table(
 ) -> pa.Table:
     """The transactions as an Arrow table (sorted by time), columns `spec.TRANSACTION_COLUMNS`."""
     if rows < 1:
-        raise ValueError("rows must be >= 1")
+        raise SimulationError("rows must be >= 1")
     if profile not in PROFILES:
-        raise ValueError(f"fraud profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        raise SimulationError(f"fraud profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if not 0 <= fraud_rate < 1:
-        raise ValueError(f"fraud rate must be in [0, 1), got {fraud_rate}")
+        raise SimulationError(f"fraud rate must be in [0, 1), got {fraud_rate}")
     start_s, end_s = _epoch(start), _epoch(end)
     if end_s - start_s <= 2 * CHAIN_MAX * GAP_MAX_S:
-        raise ValueError(f"period {start}..{end} is too short")
+        raise SimulationError(f"period {start}..{end} is too short")
     n_cards = cards or default_cards(rows)
     rng = np.random.default_rng(seed)
     card_numbers = _card_numbers(rng, n_cards)
@@ -289,7 +295,7 @@ def write_table(table: pa.Table, out: str | Path) -> Path:
             f.write((",".join(table.column_names) + "\n").encode())
             pcsv.write_csv(table, f, pcsv.WriteOptions(include_header=False, quoting_style="none"))
     else:
-        raise ValueError(f"--out must end with .csv or .parquet, got {out.name!r}")
+        raise SimulationError(f"--out must end with .csv or .parquet, got {out.name!r}")
     return out
 
 
@@ -314,7 +320,7 @@ def write_transactions(data: pd.DataFrame | pa.Table, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Simulate card transactions (original study's data model).")
+    parser = ArgumentParser(description="Simulate card transactions (original study's data model).")
     parser.add_argument("--rows", type=int, default=FULL_ROWS, help="number of transactions (default 5.4 M)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True, help="output file, .parquet or .csv")
@@ -331,9 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         help="study: the original study's process (default); cashout: high-amount chains (easier)",
     )
     args = parser.parse_args(argv)
+    return run(lambda: _simulate_to_file(args), "simulate")
+
+
+def _simulate_to_file(args: argparse.Namespace) -> int:
     try:
         if Path(args.out).suffix not in (".csv", ".parquet"):
-            raise ValueError(f"--out must end with .csv or .parquet, got {Path(args.out).name!r}")
+            raise SimulationError(f"--out must end with .csv or .parquet, got {Path(args.out).name!r}")
         t0 = time.perf_counter()
         print(f"simulating {args.rows:,} transactions (seed {args.seed}) ...", file=sys.stderr, flush=True)
         table = simulate_table(
@@ -349,9 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_table(table, args.out)
         print(f"wrote {args.out} in {time.perf_counter() - t1:.1f}s", file=sys.stderr, flush=True)
-    except (ValueError, OSError) as exc:
-        print(f"simulate: error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        raise SimulationError(str(exc)) from exc
     return 0
 
 

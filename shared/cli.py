@@ -22,18 +22,18 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
-def report(prog: str, exc: UserError) -> int:
-    """Print a user error as one line; returns its exit code."""
-    print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+def report(prog: str | None, exc: UserError) -> int:
+    """Print a user error as one line (`PROG: error: ...`, or `error: ...` without a prog); its exit code."""
+    print(f"{prog + ': ' if prog else ''}error: {one_line(exc)}", file=sys.stderr)
     return exc.exit_code
 
 
-def run(main: Callable[[], int | None], prog: str) -> int:
+def run(main: Callable[[], int | None], prog: str | None = None) -> int:
     """Exit code of `main()`: its own, a UserError's (one line on stderr), or 130 on Ctrl-C."""
     try:
         return int(main() or 0)
     except UserError as exc:
         return report(prog, exc)
     except KeyboardInterrupt:
-        print(f"{prog}: error: interrupted", file=sys.stderr)
+        print(f"{prog + ': ' if prog else ''}error: interrupted", file=sys.stderr)
         return EXIT_SIGINT

@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from pipeline import aws_cli
+from shared.cli import run
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/fraud-detection-sagemaker-execution"
@@ -26,7 +27,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 def _run(*argv: str) -> int:
     args = _parse(*argv)
-    return args.handler(args)
+    return run(lambda: args.handler(args))  # as run_pipeline.py's entry: user errors caught once
 
 
 @pytest.fixture

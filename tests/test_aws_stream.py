@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from pipeline import aws_stream as s
+from shared.cli import run
 
 REGION = "us-east-1"
 
@@ -386,7 +387,7 @@ def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
     s.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
-    return args.handler(args)
+    return run(lambda: args.handler(args))  # as run_pipeline.py's entry: user errors caught once
 
 
 def test_send_rows_cli_puts_simulated_events_stamped_now_and_writes_what_it_sent(kinesis, tmp_path, capsys):

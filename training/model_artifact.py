@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.errors import UserError
+
 # xgboost's OpenMP threads spin while idle by default; on a busy laptop (Spark, the Flink job and
 # the endpoint share the cores) that made training ~8x slower here. PASSIVE makes idle threads
 # sleep. It only takes effect if set before xgboost is first imported, which importing this
@@ -31,7 +33,7 @@ MODEL_FILENAME = "xgboost-model"
 MODEL_ARCHIVE = "model.tar.gz"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A model artifact or data channel is missing or malformed (user error, not a bug)."""
 
 

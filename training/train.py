@@ -48,6 +48,8 @@ if __name__ == "__main__" and __package__ in (None, ""):
 import numpy as np
 
 from features import spec
+from shared.cli import ArgumentParser, run
+from shared.errors import UserError
 from training.model_artifact import (
     MODEL_ARCHIVE,
     MODEL_FILENAME,
@@ -104,7 +106,7 @@ _HYPERPARAMETER_TYPES: dict[str, type] = {
 _NOT_BOOSTER_PARAMS = ("num_round", "early_stopping_rounds")
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Bad hyperparameters or data (user error)."""
 
 
@@ -302,7 +304,7 @@ def _in_sagemaker() -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train XGBoost like the SageMaker built-in algorithm.")
+    parser = ArgumentParser(description="Train XGBoost like the SageMaker built-in algorithm.")
     parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
     parser.add_argument(
         "--validation", default=os.environ.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation")
@@ -331,16 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     missing_default = args.validation == default_validation and not Path(args.validation).exists()
     validation = None if (not args.validation or missing_default) else args.validation
     package = (not _in_sagemaker()) if args.package is None else args.package
-    try:
+
+    def run_training() -> int:
         result = train(
             args.train, validation, args.model_dir, hyper, package=package, progress_every=args.progress_every
         )
-    except (TrainingError, ArtifactError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
-    if args.result_json:
-        Path(args.result_json).write_text(json.dumps(result, indent=2, default=str))
-    return 0
+        if args.result_json:
+            Path(args.result_json).write_text(json.dumps(result, indent=2, default=str))
+        return 0
+
+    return run(run_training, "train.py")  # TrainingError, ArtifactError: one line, exit 2
 
 
 if __name__ == "__main__":
