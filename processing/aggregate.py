@@ -4,7 +4,7 @@ One script for `spark-submit` on SageMaker Processing (existing session via getO
 `sagemaker-featurestore-runtime`) and for local runs (`python processing/aggregate.py --local ...`
 or in-process `main(argv) -> summary` with the caller's local SparkSession).
 
-Feature semantics (DESIGN.md, names/formulas from features.spec):
+Feature semantics (docs/design.md, names/formulas from features.spec):
 - 10-minute aggregates: RANGE window per card over [ts - 600 s, ts], same-timestamp peers included.
 - 1-week snapshot for every daily cut-off T: transactions of the card in [T - 7 d, T), computed on a
   dense card x day grid (first day .. day after the last), 0/0 for cards without history.
