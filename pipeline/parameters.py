@@ -41,7 +41,7 @@ def parameter_specs(bucket: str, prefix: str = DEFAULT_PREFIX) -> tuple[Paramete
             "InputDataUrl",
             "String",
             default_input_data_url(bucket, prefix),
-            "S3 URI (prefix or file) of the transactions, CSV or Parquet with the DESIGN.md columns",
+            "S3 URI (prefix or file) of the transactions, CSV or Parquet with the docs/design.md columns",
         ),
         ParameterSpec("ProcessingInstanceType", "String", "ml.m5.2xlarge", "Spark processing instance type"),
         ParameterSpec("ProcessingInstanceCount", "Integer", 1, "Spark processing instance count"),

@@ -54,7 +54,7 @@ def test_fraud_rate(df):
     assert target <= n_fraud <= target + 1
 
 
-# Upper edges of the study's five bands as drawn ([low, high + 1]): how DESIGN.md measures the shares.
+# Upper edges of the study's five bands as drawn ([low, high + 1]): how docs/features.md measures the shares.
 BAND_EDGES = [0, 2.01, 12.01, 101.01, 1001.01, np.inf]
 STUDY_FRAUD_SHARES = [0.175, 0.163, 0.530, 0.117, 0.015]  # measured on the study's own output
 STUDY_LEGIT_SHARES = [0.057, 0.080, 0.514, 0.250, 0.100]
@@ -76,7 +76,7 @@ def _chains(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_study_process_properties(full):
-    """DESIGN.md "Data", with tolerances: fraud count, chains, gaps, amount shares per band."""
+    """The study's data model (docs/design.md; the simulator in docs/features.md), with tolerances: fraud count, chains, gaps, amount shares per band."""
     assert len(full) == 5_400_000 and full["cc_num"].nunique() == 10_000
     n_fraud = int(full["fraud_label"].sum())
     assert 13_500 <= n_fraud <= 13_501  # the last chain may be cut short (or add its first member)
