@@ -177,3 +177,16 @@ def test_evaluate_errors(model_and_test, tmp_path: Path) -> None:
         == 0
     )
     assert sorted(p.name for p in (tmp_path / "o5").iterdir()) == ["evaluation.json"]
+
+
+def test_evaluation_adds_gain_importance_by_name_and_a_second_png(model_and_test, tmp_path: Path) -> None:
+    """The fixture's label depends on the 4th column only: it must carry most of the total gain."""
+    model, test, _, _ = model_and_test
+    names = ("a", "b", "c", "driver")
+    doc = evaluate(model, test, tmp_path / "out", features=names)
+    imp = doc["feature_importance"]
+    assert imp["importance_type"] == "total_gain"
+    assert set(imp["features"]) == set(names)
+    assert sum(v["share"] for v in imp["features"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert next(iter(imp["features"])) == "driver" and imp["features"]["driver"]["share"] > 0.5
+    assert (tmp_path / "out" / "feature_importance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
