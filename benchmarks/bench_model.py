@@ -3,7 +3,7 @@
 Simulates the default data (or takes --transactions), runs the Spark job once, then trains and
 evaluates the same trainer (training/train.py defaults, the values the pipeline sends to the
 built-in algorithm) on two column sets of the same splits: `spec.MODEL_FEATURES` and
-`spec.STUDY_FEATURES`. Writes benchmarks/results/model.json.
+`spec.STUDY_FEATURES`. Writes benchmarks/results/model_ablation.json.
 
     .venv/bin/python benchmarks/bench_model.py [--rows 5400000] [--seed 7] [--transactions F]
 """
@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 
 from features import spec
 
-RESULTS = Path(__file__).resolve().parent / "results" / "model.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "model_ablation.json"
 
 
 def write_channel(parquet_dir: Path, out_dir: Path, columns: tuple[str, ...]) -> int:
