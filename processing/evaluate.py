@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -39,6 +38,7 @@ from sklearn import metrics as skm
 from features import spec
 from shared.cli import ArgumentParser, run
 from shared.errors import UserError
+from shared.files import write_text_atomic
 from training.model_artifact import ArtifactError, load_booster, read_label_first_csv
 
 EVALUATION_JSON = "evaluation.json"
@@ -277,9 +277,7 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]",
         text,
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def evaluate(

@@ -26,14 +26,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
+from lambdas.scores import parse_scores  # noqa: F401  (re-exported: one parser, the Lambda's)
+
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _OPERATION = "InvokeEndpoint"
-
-
-def parse_scores(body: bytes | str) -> list[float]:
-    """Scores from a text/csv response: one per line (local) or comma-separated (built-in container)."""
-    text = body.decode() if isinstance(body, bytes | bytearray) else body
-    return [float(tok) for tok in text.replace("\n", ",").split(",") if tok.strip()]
 
 
 def _client_error(code: str, message: str, http_status: int, **extra: Any) -> ClientError:

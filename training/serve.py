@@ -13,7 +13,7 @@ Request bodies (Content-Type):
 
 Response (Accept; absent or `*/*` means "like the request"):
 - `text/csv`: one score per line. (The built-in container answers a real-time CSV request with
-  the scores comma-separated on one line; `endpoint_client.parse_scores` reads both.)
+  the scores comma-separated on one line; `lambdas.scores.parse_scores` reads both.)
 - `application/json`: `{"predictions": [{"score": s}, ...]}`.
 
 Errors never stop the server: empty body, wrong column count, non-numeric or non-finite

@@ -20,6 +20,7 @@ from typing import Any
 
 from features import spec
 from lambdas import common
+from lambdas.scores import parse_scores
 
 BATCH_GET_LIMIT = 100  # identifiers per BatchGetRecord call
 PUT_RECORDS_LIMIT = 500  # entries per PutRecords call
@@ -116,22 +117,6 @@ def feature_rows(
 def to_csv(rows: Sequence[Mapping[str, float]]) -> str:
     """Multi-row CSV body; repr() keeps every float bit-exact (parity with the training rows)."""
     return "\n".join(",".join(repr(float(r[n])) for n in spec.MODEL_FEATURES) for r in rows)
-
-
-def parse_scores(body: bytes | str, expected: int) -> list[float]:
-    """Scores of a CSV/JSON response: one per line or comma-separated (XGBoost container forms)."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    text = text.strip()
-    if text.startswith("{") or text.startswith("["):
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            obj = obj.get("predictions", obj.get("scores", []))
-        scores = [float(p["score"]) if isinstance(p, dict) else float(p) for p in obj]
-    else:
-        scores = [float(tok) for tok in text.replace(",", "\n").split()]
-    if len(scores) != expected:
-        raise RuntimeError(f"endpoint returned {len(scores)} scores for {expected} rows")
-    return scores
 
 
 def invoke(
