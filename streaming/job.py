@@ -29,6 +29,7 @@ if __name__ == "__main__":  # script mode: make the repo root importable
 
 from features import spec  # noqa: E402
 from streaming import keyed, sql  # noqa: E402
+from streaming.keyed import event_time_ms  # noqa: E402
 
 PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FraudFeatures"
@@ -122,36 +123,55 @@ def job_options_from_properties(props: dict[str, str]) -> dict[str, Any]:
 
 
 # --- the keyed function --------------------------------------------------------------------------
-def _card_key(value: Any) -> int:
-    from streaming.parse import card_of
+CACHE_MAX_CARDS = 200_000
+"""Cards whose decoded state the function keeps in memory (write-through: Flink's state is always
+current, so dropping the cache only costs reads); beyond this the cache is emptied."""
 
-    return card_of(value[0])
 
+def _make_function(
+    settings: keyed.Settings, max_event_time: float | None = None, future_skew_seconds: float | None = None
+):
+    """The `KeyedProcessFunction` (defined here so that importing this module needs no PyFlink).
 
-def _make_function(settings: keyed.Settings):
-    """The `KeyedProcessFunction` (defined here so that importing this module needs no PyFlink)."""
+    Input: the raw record (the key, the card read in SQL, travels beside it). The event time in ms
+    is computed here from the parsed `trans_ts` exactly as the source's `rowtime` is
+    (`keyed.event_time_ms`), and the far-future rule is the source's (`sql.time_bound_sql`): the
+    stream record carries no timestamp (the rowtime column is not passed to Python, see `wire`). Per-card state: `history` (`ValueState`, pickled
+    `CardState.history_stored()`) and `pending` (`ListState`: on-time events waiting for the
+    watermark, one append per event). Decoded cards are cached in memory (write-through), so an
+    event costs no state read; on-time events cost an append and at most one timer (the timer
+    releases every pending event the watermark has passed)."""
+
     from pyflink.common import Row
     from pyflink.common.typeinfo import Types
     from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-    from pyflink.datastream.state import ValueStateDescriptor
+    from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
     n_features = len(settings.fs.streaming_features)
     n_input = len(sql.INPUT_COLUMNS)
+    on_arrival = settings.emit == keyed.EMIT_ON_ARRIVAL
 
     class CardFeatures(KeyedProcessFunction):
         """Parse + validate each record, then the card's rules (streaming/keyed.py)."""
 
-        def __init__(self, settings_json: str, lateness_ms: int, emit: str) -> None:
+        def __init__(self, settings_json: str, lateness_ms: int, emit: str, bound: float | None, skew: float):
             self.settings_json, self.lateness_ms, self.emit = settings_json, lateness_ms, emit
+            self.bound, self.skew = bound, skew
 
         def open(self, runtime_context: RuntimeContext) -> None:
-            from streaming.parse import parse
+            from streaming.parse import card_of, parse
 
-            self.parse = parse
+            self.parse, self.card_of = parse, card_of
             self.settings = keyed.Settings(
                 spec.FeatureSpec.from_json(self.settings_json), self.lateness_ms, self.emit
             )
-            self.state = runtime_context.get_state(ValueStateDescriptor("card", Types.PICKLED_BYTE_ARRAY()))
+            self.history = runtime_context.get_state(
+                ValueStateDescriptor("history", Types.PICKLED_BYTE_ARRAY())
+            )
+            self.pending = runtime_context.get_list_state(
+                ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+            )
+            self.cache: dict[int, keyed.CardState] = {}
             self.rejected_nulls = (None,) * (n_features + len(keyed.LATENESS_FLAGS))
             self.counters: dict[str, Any] = {}
             try:
@@ -166,16 +186,25 @@ def _make_function(settings: keyed.Settings):
             if c is not None:
                 c.inc()
 
+        def _card(self, key: int) -> keyed.CardState:
+            card = self.cache.get(key)
+            if card is None:
+                card = keyed.CardState.restore(self.settings, self.history.value(), list(self.pending.get()))
+                if len(self.cache) >= CACHE_MAX_CARDS:
+                    self.cache.clear()
+                self.cache[key] = card
+            return card
+
         def _reject(self, raw: str, reason: str):
             self._count("rejected")
-            card = _card_key((raw,))
-            return Row(None, card, *(None,) * (n_input - 2), *self.rejected_nulls, raw, reason)
+            return Row(None, self.card_of(raw), *(None,) * (n_input - 2), *self.rejected_nulls, raw, reason)
 
         def process_element(self, value, ctx):
-            raw = value[0]
+            raw = value
             fields, reason = self.parse(raw)
-            ts_ms = ctx.timestamp()
-            if fields is not None and ts_ms == 0 and fields[3] != 0:
+            if fields is not None and fields[3] > (
+                self.bound if self.bound is not None else time.time() + self.skew
+            ):  # the source gave it the placeholder time 0: it never moved the watermark
                 fields, reason = (
                     None,
                     (
@@ -186,16 +215,22 @@ def _make_function(settings: keyed.Settings):
             if fields is None:
                 yield self._reject(raw, reason)
                 return
-            stored = self.state.value()
-            card = keyed.CardState(self.settings, stored)
+            ts_ms = event_time_ms(fields[3])
+            card = self._card(fields[1])  # == the stream's key (sql.card_key_sql reads the same number)
             timers = ctx.timer_service()
-            out, timer = card.on_event(fields, fields[3], fields[2], ts_ms, timers.current_watermark())
-            if timer is not None:
-                timers.register_event_time_timer(timer)
+            wm = timers.current_watermark()
+            if ts_ms > wm and not on_arrival:  # on time: wait for the watermark
+                card.pending.append((ts_ms, fields))
+                self.pending.add((ts_ms, fields))
+                timer = card.emission_timer(ts_ms)
+                if timer is not None:
+                    timers.register_event_time_timer(timer)
+                return
+            out, _ = card.on_event(fields, fields[3], fields[2], ts_ms, wm)
             cleanup = card.cleanup_timer(ts_ms)
             if cleanup is not None:
                 timers.register_event_time_timer(cleanup)
-            self.state.update(card.stored())
+            self.history.update(card.history_stored())
             for r in out:
                 if r[-2]:
                     self._count("late")
@@ -204,23 +239,40 @@ def _make_function(settings: keyed.Settings):
                 yield Row(*r, None, None)
 
         def on_timer(self, timestamp, ctx):
-            stored = self.state.value()
-            if stored is None:
-                return
-            card = keyed.CardState(self.settings, stored)
-            out = card.on_watermark(timestamp, _ts, _amount)
+            key = ctx.get_current_key()
+            card = self._card(key)
             timers = ctx.timer_service()
-            cleanup = card.clean_up(timestamp, timers.current_watermark())
-            if cleanup is not None:
-                timers.register_event_time_timer(cleanup)
-            if card.is_empty():
-                self.state.clear()
-            else:
-                self.state.update(card.stored())
+            wm = timers.current_watermark()
+            cleaning = card.cleanup_at is not None and timestamp >= card.cleanup_at
+            # Every pending event the watermark has passed (this timer's and any later one's).
+            out = card.on_watermark(max(timestamp, wm), _ts, _amount)
+            if out:
+                if card.pending:
+                    self.pending.update(card.pending)
+                else:
+                    self.pending.clear()
+                cleanup = card.cleanup_timer(timestamp)
+                if cleanup is not None:
+                    timers.register_event_time_timer(cleanup)
+            nxt = card.next_emission_timer()
+            if nxt is not None:
+                timers.register_event_time_timer(nxt)
+            if cleaning:
+                cleanup = card.clean_up(timestamp, wm)
+                if cleanup is not None:
+                    timers.register_event_time_timer(cleanup)
+            if out or cleaning:
+                if card.is_empty():
+                    self.history.clear()
+                    del self.cache[key]
+                else:
+                    self.history.update(card.history_stored())
             for r in out:
                 yield Row(*r, None, None)
 
-    return CardFeatures(settings.fs.to_json(), settings.allowed_lateness_ms, settings.emit)
+    skew = spec.FUTURE_SKEW_SECONDS if future_skew_seconds is None else float(future_skew_seconds)
+    bound = None if max_event_time is None else min(float(max_event_time), spec.MAX_EVENT_TIME)
+    return CardFeatures(settings.fs.to_json(), settings.allowed_lateness_ms, settings.emit, bound, skew)
 
 
 def _ts(row: tuple) -> float:
@@ -290,6 +342,44 @@ def build_envs(
     return env, t_env
 
 
+def wire(
+    t_env,
+    settings: keyed.Settings,
+    max_event_time: float | None = None,
+    future_skew_seconds: float | None = None,
+):
+    """Source table -> keyed by card -> `CardFeatures` -> the enriched Table (for the sink).
+
+    One Python operator per event: the card (the key) is read in SQL (`sql.card_key_sql`) and the
+    stream is keyed on it in the JVM (`KeyByKeySelector`, the selector PyFlink's own `key_by` puts
+    after a Python key function), so no Python key selector runs; the function receives only the
+    raw text: passing `rowtime` to Python (a datetime per event) cost ~20 us per event
+    (docs/streaming.md), so the function recomputes the event time from `trans_ts` with the
+    source's rule; the watermark still comes from the source's `rowtime`."""
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    # Row type info (not to_data_stream's ExternalTypeInfo): the embedded keyed operator reads its
+    # input as a RowTypeInfo (key, value).
+    source = t_env.to_append_stream(
+        t_env.sql_query(sql.source_query()), Types.ROW([Types.LONG(), Types.STRING()])
+    )
+    j_keyed = source._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.LONG()]).get_java_type_info()
+    )
+    keyed_stream = KeyedStream(j_keyed, Types.STRING(), source)
+    enriched = (
+        keyed_stream.process(
+            _make_function(settings, max_event_time, future_skew_seconds),
+            output_type=output_type_info(settings.fs),
+        )
+        .uid("card-features")
+        .name("card-features")
+    )
+    return t_env.from_data_stream(enriched)
+
+
 def run(
     conn: sql.ConnectorConfig,
     watermark_seconds: int,
@@ -306,8 +396,6 @@ def run(
     wait: bool = True,
 ):
     """Create the tables, wire source -> keyed function -> sink and submit; wait for a bounded run."""
-    from pyflink.common.typeinfo import Types
-
     settings = settings or keyed.Settings()
     _env, t_env = build_envs(
         parallelism,
@@ -319,14 +407,7 @@ def run(
     )
     for stmt in sql.statements(conn, watermark_seconds, settings.fs, max_event_time, future_skew_seconds):
         t_env.execute_sql(stmt)
-    source = t_env.to_data_stream(t_env.sql_query(sql.source_query()))
-    enriched = (
-        source.key_by(_card_key, key_type=Types.LONG())
-        .process(_make_function(settings), output_type=output_type_info(settings.fs))
-        .uid("card-features")
-        .name("card-features")
-    )
-    result = t_env.from_data_stream(enriched).execute_insert(sql.SINK_TABLE)
+    result = wire(t_env, settings, max_event_time, future_skew_seconds).execute_insert(sql.SINK_TABLE)
     if wait:
         result.wait()
     return result

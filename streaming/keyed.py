@@ -4,10 +4,11 @@ The Flink job (streaming/job.py) runs `CardState` inside a PyFlink `KeyedProcess
 `cc_num`; the rules themselves are `features.compute.CardHistory` (bisect over a card's time-sorted
 events), the same code the tests use as the batch oracle, so each rule is written once.
 
-What a card's state holds (one Flink `ValueState`, pickled): its events (time, amount) for the
-longest streaming window + the allowed lateness behind the watermark, and always at least the last
-`fs.max_recency_nth` events whatever their age; plus, in `on-watermark` mode, the on-time events
-still waiting for the watermark.
+What a card's state holds (streaming/job.py): a `ValueState` (pickled `history_stored()`: its
+events (time, amount) for the longest streaming window + the allowed lateness behind the watermark,
+always at least the last `fs.max_recency_nth` events whatever their age, and the pending clean-up
+timer) and, in `on-watermark` mode, a `ListState` of the on-time events still waiting for the
+watermark (one append per arriving event: the history is not rewritten on arrival).
 
 An event is classified on arrival against the operator's current watermark `wm` (ms):
 - on time (`ts > wm`): in `on-watermark` mode it waits until the watermark passes its time (an
@@ -27,6 +28,7 @@ Every valid event is emitted exactly once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,11 +111,14 @@ class CardState:
     `row_ts(row)` and `row_amount(row)` read the event time (seconds) and amount of a row; the
     outputs are `row + features (fs.streaming_features order) + (late, beyond_lateness)`."""
 
-    __slots__ = ("cleanup_at", "compiled", "history", "pending", "settings")
+    __slots__ = ("cleanup_at", "compiled", "history", "pending", "settings", "timer_at")
 
     def __init__(self, settings: Settings, stored: tuple | None = None) -> None:
         self.settings = settings
         self.compiled = settings.compiled
+        self.timer_at: int | None = None
+        """Earliest emission timer registered and not fired yet (in memory only: after a restore
+        it is unknown, None, and the restored timers still cover every pending event)."""
         if stored is None:
             self.history = CardHistory()
             self.pending: list[tuple[int, tuple]] = []
@@ -124,6 +129,29 @@ class CardState:
 
     def stored(self) -> tuple:
         return (self.history.times, self.history.amounts, self.pending, self.cleanup_at)
+
+    def history_stored(self) -> tuple:
+        """What the job's `ValueState` holds (pending events live in a `ListState` of their own)."""
+        return (self.history.times, self.history.amounts, self.cleanup_at)
+
+    @classmethod
+    def restore(cls, settings: Settings, history: tuple | None, pending: list) -> CardState:
+        """A card from the job's two states (`history_stored()` or None, the pending list)."""
+        card = cls(settings)
+        if history is not None:
+            times, amounts, card.cleanup_at = history
+            card.history = CardHistory(times, amounts)
+        card.pending = pending
+        return card
+
+    def emission_timer(self, ts_ms: int) -> int | None:
+        """After an on-time event at `ts_ms` became pending: the timer to register, or None when an
+        earlier registered timer will release it (the timer releases everything the watermark
+        has passed, not only its own time, so one timer per card and watermark step suffices)."""
+        if self.timer_at is not None and self.timer_at <= ts_ms:
+            return None
+        self.timer_at = ts_ms
+        return ts_ms
 
     def cleanup_timer(self, ts_ms: int) -> int | None:
         """The clean-up timer to register after an event at `ts_ms`, if the card has none pending
@@ -153,7 +181,12 @@ class CardState:
         return [(*row, *self._features(ts), True, beyond)], None
 
     def on_watermark(self, timer_ms: int, ts_of, amount_of) -> list[tuple]:
-        """The watermark reached `timer_ms`: emit every pending event at or before it, exactly."""
+        """The watermark reached `timer_ms`: emit every pending event at or before it, exactly.
+
+        The job passes the operator's current watermark (>= the timer's time): every event due
+        then is complete (each event of the card at or before its time has arrived)."""
+        if self.timer_at is not None and self.timer_at <= timer_ms:
+            self.timer_at = None
         due = [(t, r) for t, r in self.pending if t <= timer_ms]
         if not due:
             return []
@@ -161,6 +194,13 @@ class CardState:
         for _, r in due:  # peers first: every due event is in every due window
             self.history.add(ts_of(r), amount_of(r))
         return [(*r, *self._features(ts_of(r)), False, False) for _, r in due]
+
+    def next_emission_timer(self) -> int | None:
+        """After `on_watermark`: the timer covering the events still pending, if none is armed."""
+        if not self.pending or self.timer_at is not None:
+            return None
+        self.timer_at = min(t for t, _ in self.pending)
+        return self.timer_at
 
     def clean_up(self, timer_ms: int, watermark_ms: int) -> int | None:
         """At a timer: forget events older than the retention behind the watermark (keeping the
@@ -179,6 +219,16 @@ class CardState:
 
     def is_empty(self) -> bool:
         return not self.history.times and not self.pending and self.cleanup_at is None
+
+
+def event_time_ms(ts: float) -> int:
+    """An event's time in ms, as the source's `rowtime` has it (streaming/sql.py:
+    `CAST(ROUND(trans_ts * 1000) AS BIGINT)`: the same double product, rounded half up as Flink
+    rounds a DOUBLE, on its decimal form, which is on the same side of k + 0.5 as the double
+    itself; `x - floor(x)` is exact, so no second rounding)."""
+    x = ts * 1000.0
+    k = math.floor(x)
+    return k + 1 if x - k >= 0.5 else k
 
 
 def cleanup_timer_ms(ts_ms: int, settings: Settings) -> int:

@@ -29,6 +29,7 @@ from streaming import keyed
 SOURCE_TABLE = "transactions"
 SINK_TABLE = "card_features"
 ROWTIME = "rowtime"
+KEY = "card_key"
 REJECT_REASON = "reject_reason"
 """Why the job set a record aside (NULL on valid events)."""
 RAW = spec.REJECTED_RAW_FIELD
@@ -197,9 +198,19 @@ def sink_ddl(conn: ConnectorConfig, fs: spec.FeatureSpec = spec.SPEC) -> str:
     )
 
 
+def card_key_sql() -> str:
+    """The stream's key: `cc_num` read in SQL, equal to the card `streaming.parse.parse` accepts for
+    every valid record (a JSON integer exactly as BIGINT; an integral float such as `4e15`, which
+    parse reads as a double and then an integer, through DOUBLE); 0 when unreadable (the Python
+    operator rejects such records, and keys its cache by the parsed card)."""
+    v = f"JSON_VALUE(`{RAW}`, '$.{spec.CARD_ID}')"
+    return f"COALESCE(TRY_CAST({v} AS BIGINT), CAST(TRY_CAST({v} AS DOUBLE) AS BIGINT), CAST(0 AS BIGINT))"
+
+
 def source_query() -> str:
-    """What the Python operator receives: the raw text and its event time."""
-    return f"SELECT `{RAW}`, `{ROWTIME}` FROM {SOURCE_TABLE}"
+    """What the job keys and the Python operator receives: the card (key) and the raw text; the
+    event time travels as the stream record's timestamp (to_data_stream keeps the rowtime)."""
+    return f"SELECT {card_key_sql()} AS `{KEY}`, `{RAW}` FROM {SOURCE_TABLE}"
 
 
 def statements(
