@@ -305,12 +305,15 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
 
 
 def _snapshot_partials(fs: spec.FeatureSpec) -> list[Column]:
-    """Per card and day: count, sum, min, max of each snapshot aggregation's column."""
-    cols = {spec.AMOUNT}
-    cols.update(a.column for a in fs.snapshot)
+    """Per card and day: the count, and the sum / min / max of a column only where a declared
+    snapshot aggregation needs it (count and avg need the count and the sum)."""
     out = [F.count(F.lit(1)).alias("n")]
-    for c in sorted(cols):
-        out += [F.sum(c).alias(f"s_{c}"), F.min(c).alias(f"mn_{c}"), F.max(c).alias(f"mx_{c}")]
+    for c in sorted({a.column for a in fs.snapshot if a.operation in ("sum", "avg")}):
+        out.append(F.sum(c).alias(f"s_{c}"))
+    for c in sorted({a.column for a in fs.snapshot if a.operation == "min"}):
+        out.append(F.min(c).alias(f"mn_{c}"))
+    for c in sorted({a.column for a in fs.snapshot if a.operation == "max"}):
+        out.append(F.max(c).alias(f"mx_{c}"))
     return out
 
 
@@ -339,20 +342,34 @@ def snapshot_grid(
 ) -> DataFrame:
     """Snapshot aggregations [T - w, T) for every card and every cut-off day in [first_day, last_cutoff_day].
 
-    Dense grid, so a ROWS frame over the w previous day rows is exactly the w previous days, and
-    cards with no recent activity get an explicit 0 snapshot (replay overwrites stale values).
-    `partials` (daily_partials of tx), when the caller already has them, saves a pass over tx.
+    Dense: every card gets a row for every cut-off, an explicit 0 snapshot without recent activity
+    (replay overwrites stale values). The daily partial rows and the dense (card, day) keys are
+    stacked and go through one window per card over the day (a RANGE frame [T - w, T - 1 day]),
+    so no join; the dense keys' rows are kept. `partials` (daily_partials of tx), when the caller
+    already has them, saves a pass over tx.
     """
     spark = tx.sparkSession
     daily = daily_partials(tx, fs) if partials is None else partials
+    value_columns = [c for c in daily.columns if c not in (spec.CARD_ID, "day")]
     days = spark.range(first_day, last_cutoff_day + 1).withColumnRenamed("id", "day")
     cards = daily.select(spec.CARD_ID).distinct()
-    grid = cards.crossJoin(F.broadcast(days)).join(daily, [spec.CARD_ID, "day"], "left")
-    by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
-    return grid.select(
+    keys = cards.crossJoin(F.broadcast(days)).select(
         spec.CARD_ID,
         "day",
-        *(_snapshot_value(a, by_day.rowsBetween(-(a.seconds // DAY), -1)) for a in fs.snapshot),
+        F.lit(True).alias("_key"),
+        *(F.lit(None).cast(daily.schema[c].dataType).alias(c) for c in value_columns),
+    )
+    stacked = daily.select(spec.CARD_ID, "day", F.lit(False).alias("_key"), *value_columns).unionByName(keys)
+    by_day = Window.partitionBy(spec.CARD_ID).orderBy("day")
+    return (
+        stacked.select(
+            spec.CARD_ID,
+            "day",
+            "_key",
+            *(_snapshot_value(a, by_day.rangeBetween(-(a.seconds // DAY), -1)) for a in fs.snapshot),
+        )
+        .where(F.col("_key"))
+        .drop("_key")
     )
 
 

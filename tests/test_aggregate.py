@@ -406,3 +406,13 @@ def test_partition_writes_sagemaker_records_with_retry(no_network):
         counts = list(run([(4000000000000001, 12, 123.45678901234567, 1590969600)]))
         stub.assert_no_pending_responses()
     assert counts == [1]
+
+
+def test_duplicate_tids_counted_exactly(spark, run):
+    """rows - distinct tids, whatever the cards; 0 on the fixture's data (summary key)."""
+    _, summary, _ = run
+    assert summary["rows_duplicate_tid"] == 0
+    rows = [("a", 1), ("a", 2), ("a", 1), ("b", 3), ("c", 3), ("c", 3)]
+    df = spark.createDataFrame(rows, "tid string, cc_num long")
+    assert aggregate.duplicate_tids(df) == 3
+    assert aggregate.duplicate_tids(df.where("tid = 'b'")) == 0
