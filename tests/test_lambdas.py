@@ -778,7 +778,10 @@ def test_validate_event_delegates_ranges_to_spec(monkeypatch):
         (json.dumps(enriched("t", 2**64, 1.0, 1.0)), "cc_num must fit in a signed 64-bit integer"),
         (json.dumps(enriched("t", 1, "1.0", 1.0)), "amount must be a number, got '1.0'"),
         (json.dumps(enriched("t", 1, 1.0, True)), "trans_ts must be a number, got True"),
-        (json.dumps(enriched("t", 1, 1.0, 1.0, avg=-2.0)), "avg_amt_last_10m must be a finite number >= 0, got -2.0"),
+        (
+            json.dumps(enriched("t", 1, 1.0, 1.0, avg=-2.0)),
+            "avg_amt_last_10m must be a finite number >= 0, got -2.0",
+        ),
         ("1" * 5000, "bad JSON"),
         ("[" * 100_000, "bad JSON: nested too deeply"),
     ],
