@@ -26,7 +26,7 @@ def synthetic(n: int, seed: int, positive_rate_shift: float = -4.0) -> tuple[np.
     """Labels and features with a learnable signal (feature 3 ~ count_ratio drives fraud)."""
     rng = np.random.default_rng(seed)
     x = np.column_stack(
-        [rng.lognormal(3, 1, n), rng.exponential(1, n), rng.exponential(1, n), rng.exponential(1, n)]
+        [rng.lognormal(3, 1, n), *(rng.exponential(1, n) for _ in range(N_FEATURES - 1))]
     )
     logit = positive_rate_shift + 1.5 * x[:, 3] + 0.5 * x[:, 1]
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
@@ -102,6 +102,7 @@ def test_train_writes_model_tar_with_exactly_xgboost_model(channels: dict[str, P
             "eta": 0.3,
             "subsample": 1.0,
             "min_child_weight": 1.0,
+            "max_bin": train_mod.DEFAULT_HYPERPARAMETERS["max_bin"],
             "eval_metric": "aucpr",
             "scale_pos_weight": weight,
             "seed": 42,
@@ -180,7 +181,7 @@ def test_hyperparameters_are_typed_like_the_builtin_algorithm() -> None:
 def test_bad_channels_fail_with_clear_errors(tmp_path: Path) -> None:
     y, x = synthetic(50, 3)
     narrow = write_channel(tmp_path / "narrow", y, x[:, :3])
-    with pytest.raises(TrainingError, match="expected 5 columns"):
+    with pytest.raises(TrainingError, match=f"expected {N_FEATURES + 1} columns"):
         train(narrow, None, tmp_path / "m1", {"num_round": 2})
     labels = write_channel(tmp_path / "labels", y * 2, x)
     with pytest.raises(TrainingError, match="labels must be 0 or 1"):
