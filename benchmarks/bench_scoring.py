@@ -34,8 +34,8 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from features import spec  # noqa: E402
-from lambdas import common  # noqa: E402
 from lambdas.score_transaction import handler as score  # noqa: E402
+from lambdas.testing import kinesis_event  # noqa: E402
 from pipeline.local.feature_store import LocalFeatureStoreRuntime  # noqa: E402
 from training.endpoint_client import LocalSageMakerRuntime  # noqa: E402
 from training.model_artifact import write_model_archive  # noqa: E402
@@ -114,8 +114,7 @@ def bench_new(events: list[dict], store, runtime) -> dict:
     cfg = score.Config(failure_queue_url="local")
     latencies = []
     batches = [
-        common.kinesis_event(events[i : i + BATCH], start_sequence=i + 1)
-        for i in range(0, len(events), BATCH)
+        kinesis_event(events[i : i + BATCH], start_sequence=i + 1) for i in range(0, len(events), BATCH)
     ]
     sink = io.StringIO()
     t0 = time.perf_counter()
@@ -141,8 +140,7 @@ def bench_baseline(events: list[dict], store, runtime) -> dict:
     It gets the same Kinesis batches and decodes each record (base64 + JSON) like its Lambda did."""
     latencies = []
     batches = [
-        common.kinesis_event(events[i : i + BATCH], start_sequence=i + 1)
-        for i in range(0, len(events), BATCH)
+        kinesis_event(events[i : i + BATCH], start_sequence=i + 1) for i in range(0, len(events), BATCH)
     ]
     t0 = time.perf_counter()
     for batch in batches:

@@ -49,8 +49,10 @@ import psutil  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
 from features import spec  # noqa: E402
-from lambdas import common  # noqa: E402
+from lambdas.retries import RetryPolicy  # noqa: E402
 from lambdas.score_transaction import handler as score  # noqa: E402
+from lambdas.settings import ConfigError  # noqa: E402
+from lambdas.testing import kinesis_event  # noqa: E402
 from pipeline.local.feature_store import LocalFeatureStoreRuntime  # noqa: E402
 from training.endpoint_client import LocalSageMakerRuntime  # noqa: E402
 from training.model_artifact import write_model_archive  # noqa: E402
@@ -309,7 +311,7 @@ def _record_cases(report: Report, store: LocalFeatureStoreRuntime, url: str) -> 
             kin, sqs = MemoryKinesis(), MemorySqs()
             with contextlib.redirect_stdout(io.StringIO()):
                 resp = score.process_batch(
-                    common.kinesis_event(payloads, partition_keys=["0"] * len(payloads)),
+                    kinesis_event(payloads, partition_keys=["0"] * len(payloads)),
                     featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs,
                     config=score.Config(failure_queue_url=QUEUE),
                 )  # fmt: skip
@@ -333,7 +335,7 @@ def _record_cases(report: Report, store: LocalFeatureStoreRuntime, url: str) -> 
         kin, sqs = MemoryKinesis(), MemorySqs()
         with contextlib.redirect_stdout(io.StringIO()):
             resp = score.process_batch(
-                common.kinesis_event(good), featurestore=store, runtime=RefusingRuntime(runtime),
+                kinesis_event(good), featurestore=store, runtime=RefusingRuntime(runtime),
                 kinesis=kin, sqs=sqs, config=score.Config(failure_queue_url=QUEUE),
             )  # fmt: skip
         lost = 99 - len({d["tid"] for d in kin.records})
@@ -400,7 +402,7 @@ def _store_cases(report: Report, root: Path) -> None:
         def config(value: str = value) -> str | None:
             try:
                 score.Config.from_env({"FRAUD_THRESHOLD": value})
-            except common.ConfigError as exc:
+            except ConfigError as exc:
                 return None if "FRAUD_THRESHOLD" in str(exc) else f"message {exc}"
             return "accepted"
 
@@ -487,7 +489,7 @@ class StickyFailingKinesis:
             tid = json.loads(r["Data"])["tid"]
             sticky = self.sticky.setdefault(tid, self.rng.random() < self.rate)
             self.tries[tid] = self.tries.get(tid, 0) + 1
-            if sticky and self.tries[tid] <= common.RetryPolicy().max_attempts:
+            if sticky and self.tries[tid] <= RetryPolicy().max_attempts:
                 out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"})
             else:
                 ok.append(r)

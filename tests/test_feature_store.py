@@ -232,12 +232,12 @@ def test_non_finite_or_non_numeric_event_time_is_a_validation_error_never_stored
 
 
 def test_a_sqlite_failure_is_a_retryable_client_error_not_a_raw_sqlite_error(tmp_path):
-    from lambdas import common
+    from lambdas.retries import is_transient
 
     fs = LocalFeatureStoreRuntime(tmp_path / "s.sqlite")
     fs._conn().execute("DROP TABLE records")  # the database under the store breaks
     with pytest.raises(ClientError) as err:
         fs.put_record(FeatureGroupName=FG, Record=record(1, 1, 1.0, 1.0))
-    assert err.value.response["Error"]["Code"] == "InternalFailure" and common.is_transient(err.value)
+    assert err.value.response["Error"]["Code"] == "InternalFailure" and is_transient(err.value)
     with pytest.raises(ClientError):
         fs.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1")

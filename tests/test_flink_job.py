@@ -132,7 +132,7 @@ def test_beyond_lateness_flagged_and_still_decided(job_output):
 
 
 def test_rejected_records_forwarded_never_decided(job_output):
-    from lambdas import common
+    from lambdas.records import MalformedRecord, parse_event
 
     _, _, _, rows = job_output
     c0 = rows["c0"]
@@ -143,8 +143,8 @@ def test_rejected_records_forwarded_never_decided(job_output):
         assert r["reject_reason"] and r["late"] is None and r["tid"] is None, r
         assert all(r[n] is None for n in FS.streaming_features)
         assert r["cc_num"] is not None  # the Kinesis partition key is never NULL
-        with pytest.raises(common.MalformedRecord):
-            common.parse_event(json.dumps(r), enriched=True)
+        with pytest.raises(MalformedRecord):
+            parse_event(json.dumps(r), enriched=True)
     future = next(r for r in rejected if '"future"' in r["raw"])
     assert "beyond the accepted event time" in future["reject_reason"]
 

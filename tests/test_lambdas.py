@@ -13,14 +13,18 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from features import spec
-from lambdas import common
+from lambdas.decisions import DecisionDeduplicator, decision_id
 from lambdas.ingest_aggregates import handler as ingest
+from lambdas.records import MalformedRecord, parse_event, validate_event
+from lambdas.retries import RetryPolicy, with_retries
 from lambdas.score_transaction import handler as score
+from lambdas.settings import ConfigError
+from lambdas.testing import kinesis_event
 from pipeline.local.feature_store import LocalFeatureStoreRuntime
 
 S = SimpleNamespace(count_name="num_trans_last_10m", avg_name="avg_amt_last_10m")
 L = SimpleNamespace(count_name="num_trans_last_1w", avg_name="avg_amt_last_1w")
-NO_SLEEP = common.RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0)
+NO_SLEEP = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0)
 QUEUE = "https://sqs.us-east-1.amazonaws.com/000000000000/failures"
 
 
@@ -144,7 +148,7 @@ def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
     orig = store.batch_get_record
     store.batch_get_record = lambda **kw: (calls.append(kw), orig(**kw))[1]
     resp = score.process_batch(
-        common.kinesis_event(events),
+        kinesis_event(events),
         featurestore=store,
         runtime=runtime,
         kinesis=kin,
@@ -206,7 +210,7 @@ def test_malformed_records_go_to_failure_queue_not_retried(store):
         json.dumps(good[1]).encode(),
         json.dumps(good[2]).encode(),
     ]
-    event = common.kinesis_event(payloads, partition_keys=["k"] * len(payloads))
+    event = kinesis_event(payloads, partition_keys=["k"] * len(payloads))
     event["Records"].append(
         {"kinesis": {"sequenceNumber": "999", "partitionKey": "k", "data": "%%%notbase64"}}
     )
@@ -249,13 +253,13 @@ def test_throttled_feature_store_is_retried_with_backoff(store):
     kin = FakeKinesis()
     with stub:
         resp = score.process_batch(
-            common.kinesis_event([enriched("t", 1, 50.0, 1.6e9)]),
+            kinesis_event([enriched("t", 1, 50.0, 1.6e9)]),
             featurestore=client,
             runtime=FakeRuntime(),
             kinesis=kin,
             sqs=FakeSqs(),
             config=score_cfg(),
-            policy=common.RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=1.0),
+            policy=RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=1.0),
             sleep=sleeps.append,
         )
         stub.assert_no_pending_responses()
@@ -276,7 +280,7 @@ def test_endpoint_throttling_exhausted_reports_whole_batch(store):
     payloads = [json.dumps(events[0]), "garbage", json.dumps(events[1])]
     with stub:
         resp = score.process_batch(
-            common.kinesis_event(payloads, partition_keys=["1", "x", "2"]),
+            kinesis_event(payloads, partition_keys=["1", "x", "2"]),
             featurestore=store,
             runtime=client,
             kinesis=FakeKinesis(),
@@ -296,7 +300,7 @@ def test_model_error_is_not_retried_in_place(store):
     stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424)
     with stub:
         resp = score.process_batch(
-            common.kinesis_event([enriched("a", 1, 1.0, 1.0)]),
+            kinesis_event([enriched("a", 1, 1.0, 1.0)]),
             featurestore=store,
             runtime=client,
             kinesis=FakeKinesis(),
@@ -311,7 +315,7 @@ def test_put_records_partial_failure_resends_only_failed_entries(store):
     kin = FakeKinesis(fail_first=2)
     events = [enriched(f"t{i}", 1, float(i), float(i)) for i in range(5)]
     resp = score.process_batch(
-        common.kinesis_event(events),
+        kinesis_event(events),
         featurestore=store,
         runtime=FakeRuntime(),
         kinesis=kin,
@@ -340,7 +344,7 @@ def test_put_records_never_delivered_reports_source_sequence_numbers(store):
     kin = AlwaysFailing()
     events = [enriched("a", 1, 1.0, 1.0), enriched("b", 1, 2.0, 2.0), enriched("c", 1, 3.0, 3.0)]
     resp = score.process_batch(
-        common.kinesis_event(events, start_sequence=41),
+        kinesis_event(events, start_sequence=41),
         featurestore=store,
         runtime=FakeRuntime(),
         kinesis=kin,
@@ -362,7 +366,7 @@ def test_failure_queue_down_reports_malformed_as_failures(store):
         )
     with stub:
         resp = score.process_batch(
-            common.kinesis_event(["bad json"], partition_keys=["x"]),
+            kinesis_event(["bad json"], partition_keys=["x"]),
             featurestore=store,
             runtime=FakeRuntime(),
             kinesis=FakeKinesis(),
@@ -405,7 +409,7 @@ def test_ingest_writes_event_time_and_skips_late(store):
         enriched("c", 8, 1.0, 2000.0),
     ]
     resp = ingest.process_batch(
-        common.kinesis_event([*events, "nope"], partition_keys=["7", "7", "8", "x"]),
+        kinesis_event([*events, "nope"], partition_keys=["7", "7", "8", "x"]),
         featurestore=store,
         sqs=sqs,
         config=ingest.Config(failure_queue_url=QUEUE),
@@ -427,7 +431,7 @@ def test_ingest_writes_event_time_and_skips_late(store):
     assert len(sqs.messages) == 1 and "bad JSON" in sqs.messages[0]["reason"]
     # An older (redelivered / reordered) event never replaces the newer record.
     ingest.process_batch(
-        common.kinesis_event([enriched("z", 7, 5.0, 900.0, n=9, avg=1.0)]),
+        kinesis_event([enriched("z", 7, 5.0, 900.0, n=9, avg=1.0)]),
         featurestore=store,
         sqs=sqs,
         config=ingest.Config(failure_queue_url=QUEUE),
@@ -453,7 +457,7 @@ def test_ingest_throttling_retried_then_partial_failure(store):
     events = [enriched("a", 1, 1.0, 1.0), enriched("b", 2, 1.0, 2.0), enriched("c", 3, 1.0, 3.0)]
     with stub:
         resp = ingest.process_batch(
-            common.kinesis_event(events),
+            kinesis_event(events),
             featurestore=client,
             sqs=sqs,
             config=ingest.Config(failure_queue_url=QUEUE),
@@ -464,9 +468,9 @@ def test_ingest_throttling_retried_then_partial_failure(store):
     assert len(sqs.messages) == 1 and "rejected by the feature store" in sqs.messages[0]["reason"]
 
 
-# --- common --------------------------------------------------------------------------------
+# --- shared plumbing: retries, validation, test events --------------------------------------
 def test_retry_policy_full_jitter_bounds():
-    p = common.RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=0.5)
+    p = RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=0.5)
     assert [p.delay(a, rng=lambda: 1.0) for a in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     assert p.delay(3, rng=lambda: 0.0) == 0.0
 
@@ -484,18 +488,16 @@ def test_with_retries_only_retries_throttling():
         return f
 
     with pytest.raises(ClientError):
-        common.with_retries(boom("ValidationError"), policy=NO_SLEEP, sleep=lambda s: None)
+        with_retries(boom("ValidationError"), policy=NO_SLEEP, sleep=lambda s: None)
     assert calls == ["ValidationError"]
     calls.clear()
     with pytest.raises(ClientError):
-        common.with_retries(
-            boom("ProvisionedThroughputExceededException"), policy=NO_SLEEP, sleep=lambda s: None
-        )
+        with_retries(boom("ProvisionedThroughputExceededException"), policy=NO_SLEEP, sleep=lambda s: None)
     assert len(calls) == NO_SLEEP.max_attempts
 
 
 def test_kinesis_event_shape():
-    ev = common.kinesis_event([{"cc_num": 5, "x": 1}], start_sequence=7)
+    ev = kinesis_event([{"cc_num": 5, "x": 1}], start_sequence=7)
     rec = ev["Records"][0]["kinesis"]
     assert rec["partitionKey"] == "5" and rec["sequenceNumber"] == f"{7:056d}"
     assert json.loads(base64.b64decode(rec["data"])) == {"cc_num": 5, "x": 1}
@@ -512,7 +514,7 @@ def test_handlers_read_env_and_use_the_client_factory(store, monkeypatch):
     monkeypatch.setenv("FRAUD_THRESHOLD", "0.05")
     monkeypatch.setenv("FAILURE_QUEUE_URL", QUEUE)
     monkeypatch.setenv("FEATURE_GROUP_NAME", spec.STREAMING_FEATURE_GROUP.name)
-    event = common.kinesis_event([enriched("t", 1, 100.0, 5.0), "broken"], partition_keys=["1", "x"])
+    event = kinesis_event([enriched("t", 1, 100.0, 5.0), "broken"], partition_keys=["1", "x"])
     assert score.handler(event, None) == {"batchItemFailures": []}
     assert runtime.calls[0][0] == "my-endpoint" and kin.calls[0][0] == "my-decisions"
     assert kin.decisions()[0]["fraud"] is True  # 0.1 >= 0.05
@@ -538,7 +540,7 @@ def test_ingest_writes_only_each_cards_newest_event(store):
         enriched("d", 6, 4.0, 15.0),
     ]
     resp = ingest.process_batch(
-        common.kinesis_event(events),
+        kinesis_event(events),
         featurestore=Counting(),
         sqs=FakeSqs(),
         config=ingest.Config(failure_queue_url=QUEUE),
@@ -559,7 +561,7 @@ def test_ingest_writes_only_each_cards_newest_event(store):
             return {}
 
     resp = ingest.process_batch(
-        common.kinesis_event(events),
+        kinesis_event(events),
         featurestore=Down(),
         sqs=FakeSqs(),
         config=ingest.Config(failure_queue_url=QUEUE),
@@ -613,8 +615,8 @@ class Unreachable:
 def test_with_retries_retries_connection_errors_with_backoff(exc):
     flaky = Unreachable(exc, times=2, inner=FakeSqs())
     sleeps = []
-    policy = common.RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=1.0)
-    resp = common.with_retries(
+    policy = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=1.0)
+    resp = with_retries(
         lambda: flaky.send_message_batch(QueueUrl=QUEUE, Entries=[{"Id": "1", "MessageBody": "{}"}]),
         policy=policy,
         sleep=sleeps.append,
@@ -623,7 +625,7 @@ def test_with_retries_retries_connection_errors_with_backoff(exc):
     assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.01 and 0 <= sleeps[1] <= 0.02
     dead = Unreachable(exc)
     with pytest.raises(type(exc)):
-        common.with_retries(lambda: dead.put_record(), policy=NO_SLEEP, sleep=lambda s: None)
+        with_retries(lambda: dead.put_record(), policy=NO_SLEEP, sleep=lambda s: None)
     assert dead.calls == NO_SLEEP.max_attempts
 
 
@@ -637,7 +639,7 @@ def test_with_retries_does_not_retry_client_side_botocore_errors():
         raise ParamValidationError(report="Missing required parameter")
 
     with pytest.raises(ParamValidationError):
-        common.with_retries(bad, policy=NO_SLEEP, sleep=lambda s: None)
+        with_retries(bad, policy=NO_SLEEP, sleep=lambda s: None)
     assert calls == [1]
 
 
@@ -651,7 +653,7 @@ def test_score_endpoint_unreachable_reports_batch_and_still_emits_metrics(store,
     runtime = Unreachable(EndpointConnectionError(endpoint_url="https://runtime.sagemaker"))
     sqs, kin, sleeps = FakeSqs(), FakeKinesis(), []
     payloads = [json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage", json.dumps(enriched("b", 2, 2.0, 2.0))]
-    event = common.kinesis_event(payloads, partition_keys=["1", "x", "2"])
+    event = kinesis_event(payloads, partition_keys=["1", "x", "2"])
     for _ in range(2):  # Kinesis re-delivers the batch: the malformed record is not re-sent
         resp = score.process_batch(
             event,
@@ -677,7 +679,7 @@ def test_score_feature_store_read_timeout_once_is_retried(store):
     fs = Unreachable(ReadTimeoutError(endpoint_url="https://featurestore"), times=1, inner=store)
     kin = FakeKinesis()
     resp = score.process_batch(
-        common.kinesis_event([enriched("t", 1, 100.0, 1.6e9)]),
+        kinesis_event([enriched("t", 1, 100.0, 1.6e9)]),
         featurestore=fs,
         runtime=FakeRuntime(),
         kinesis=kin,
@@ -694,9 +696,7 @@ def test_score_decisions_stream_and_failure_queue_unreachable(store, capsys):
 
     kin = Unreachable(ConnectionClosedError(endpoint_url="https://kinesis"))
     sqs = Unreachable(EndpointConnectionError(endpoint_url="https://sqs"))
-    event = common.kinesis_event(
-        [json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage"], partition_keys=["1", "x"]
-    )
+    event = kinesis_event([json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage"], partition_keys=["1", "x"])
     resp = score.process_batch(
         event,
         featurestore=store,
@@ -730,7 +730,7 @@ def test_ingest_connection_errors_become_batch_item_failures(store, capsys):
     fs = HalfDown()
     events = [enriched("a", 5, 1.0, 10.0), enriched("b", 6, 2.0, 11.0), enriched("c", 5, 3.0, 12.0)]
     resp = ingest.process_batch(
-        common.kinesis_event([*events, "nope"], partition_keys=["5", "6", "5", "x"]),
+        kinesis_event([*events, "nope"], partition_keys=["5", "6", "5", "x"]),
         featurestore=fs,
         sqs=FakeSqs(),
         config=ingest.Config(failure_queue_url=QUEUE),
@@ -755,19 +755,19 @@ def test_validate_event_value_rule_is_the_spec_rule(field, value):
     expected = spec.value_problem(field, value if field == spec.CARD_ID else float(value))
     if field == spec.CARD_ID and not float(value).is_integer():
         expected = f"cc_num must be an integer, got {value!r}"  # a type error before any value rule
-    with pytest.raises(common.MalformedRecord) as err:
-        common.validate_event(ev, enriched=True)
+    with pytest.raises(MalformedRecord) as err:
+        validate_event(ev, enriched=True)
     assert str(err.value) == expected
 
 
 def test_validate_event_delegates_ranges_to_spec(monkeypatch):
     ev = enriched("t", 1, 150.0, 1.0)
-    assert common.validate_event(ev)["amount"] == 150.0
+    assert validate_event(ev)["amount"] == 150.0
     monkeypatch.setattr(
         spec, "value_problem", lambda f, v: f"{f} over 100" if f == spec.AMOUNT and v > 100 else None
     )
-    with pytest.raises(common.MalformedRecord, match=r"^amount over 100$"):
-        common.validate_event(ev)
+    with pytest.raises(MalformedRecord, match=r"^amount over 100$"):
+        validate_event(ev)
 
 
 @pytest.mark.parametrize(
@@ -787,8 +787,8 @@ def test_validate_event_delegates_ranges_to_spec(monkeypatch):
     ],
 )
 def test_parse_event_rejects_edge_values_without_crashing(raw, reason):
-    with pytest.raises(common.MalformedRecord) as err:
-        common.parse_event(raw, enriched=True)
+    with pytest.raises(MalformedRecord) as err:
+        parse_event(raw, enriched=True)
     assert reason in str(err.value)
 
 
@@ -803,8 +803,8 @@ def test_parse_event_rejects_edge_values_without_crashing(raw, reason):
 def test_record_flagged_by_flink_is_rejected_with_the_reason(raw: str, reason: str) -> None:
     """Flink forwards what it cannot read with the original text; the reason names the real problem."""
     flagged = {"tid": None, "cc_num": 0, "amount": None, "trans_ts": None, spec.REJECTED_RAW_FIELD: raw}
-    with pytest.raises(common.MalformedRecord) as excinfo:
-        common.validate_event(flagged, enriched=True)
+    with pytest.raises(MalformedRecord) as excinfo:
+        validate_event(flagged, enriched=True)
     message = str(excinfo.value)
     assert message.startswith("rejected by the streaming job: ") and reason in message
     assert "missing field" not in message
@@ -836,7 +836,7 @@ def test_a_row_the_endpoint_refuses_is_isolated_and_the_rest_decided(store):
     runtime, kin, sqs = RefusingRuntime(), FakeKinesis(), FakeSqs()
     events = [enriched(f"t{i}", 1, 666.0 if i == 37 else float(i + 1), 1.6e9 + i) for i in range(100)]
     resp = score.process_batch(
-        common.kinesis_event(events),
+        kinesis_event(events),
         featurestore=store,
         runtime=runtime,
         kinesis=kin,
@@ -901,7 +901,7 @@ def test_non_finite_model_input_is_rejected_before_the_endpoint_call(store, tmp_
         events = [enriched("ok1", 1, 10.0, 1.6e9), enriched("huge", 5, 1e9, 1.6e9 + 1, avg=1.0)]
         events.append(enriched("ok2", 2, 20.0, 1.6e9 + 2))
         resp = score.process_batch(
-            common.kinesis_event(events),
+            kinesis_event(events),
             featurestore=store,
             runtime=LocalSageMakerRuntime(server.url),
             kinesis=kin,
@@ -922,7 +922,7 @@ def test_decisions_carry_a_deterministic_id_and_consumers_drop_redeliveries(stor
     events = [enriched("a", 1, 10.0, 1.6e9), enriched("b", 1, 20.0, 1.6e9 + 1)]
     for _ in range(2):  # the same batch delivered twice (a Kinesis retry)
         score.process_batch(
-            common.kinesis_event(events),
+            kinesis_event(events),
             featurestore=store,
             runtime=FakeRuntime(),
             kinesis=kin,
@@ -932,18 +932,18 @@ def test_decisions_carry_a_deterministic_id_and_consumers_drop_redeliveries(stor
         )
     delivered = kin.decisions()
     assert len(delivered) == 4
-    consumer = common.DecisionDeduplicator()
+    consumer = DecisionDeduplicator()
     kept = [d for d in delivered if consumer.accept(d)]
     assert [d["tid"] for d in kept] == ["a", "b"] and consumer.duplicates_dropped == 2
     # The id is the event's identity: the same tid on a different transaction is another decision.
     same_tid = enriched("a", 2, 10.0, 1.6e9)
-    assert common.decision_id(same_tid) != kept[0]["decision_id"]
-    assert common.decision_id(dict(events[0], late=True)) == kept[0]["decision_id"]
+    assert decision_id(same_tid) != kept[0]["decision_id"]
+    assert decision_id(dict(events[0], late=True)) == kept[0]["decision_id"]
 
 
 @pytest.mark.parametrize("value", ["abc", "nan", "inf", "1.5", "-0.1"])
 def test_bad_fraud_threshold_is_a_clear_error_naming_the_variable(value):
-    with pytest.raises(common.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         score.Config.from_env({"FRAUD_THRESHOLD": value})
     assert str(info.value) == (
         f"environment variable FRAUD_THRESHOLD={value!r} is not a finite number in [0.0, 1.0]"
@@ -953,10 +953,10 @@ def test_bad_fraud_threshold_is_a_clear_error_naming_the_variable(value):
 
 def test_flink_flags_reach_the_decision_and_the_failure_reason():
     """`beyond_lateness` is carried into the decision; a Flink `reject_reason` is the failure reason."""
-    ev = common.validate_event(enriched("t", 1, 5.0, 1.6e9, late=True, beyond_lateness=True), enriched=True)
+    ev = validate_event(enriched("t", 1, 5.0, 1.6e9, late=True, beyond_lateness=True), enriched=True)
     assert ev["late"] is True and ev["beyond_lateness"] is True
-    with pytest.raises(common.MalformedRecord, match="beyond_lateness must be a boolean"):
-        common.validate_event(enriched("t", 1, 5.0, 1.6e9, beyond_lateness="yes"), enriched=True)
+    with pytest.raises(MalformedRecord, match="beyond_lateness must be a boolean"):
+        validate_event(enriched("t", 1, 5.0, 1.6e9, beyond_lateness="yes"), enriched=True)
     flagged = {"tid": None, "cc_num": 0, "raw": '{"tid": "x"}', "reject_reason": "trans_ts too far ahead"}
-    with pytest.raises(common.MalformedRecord, match="rejected by the streaming job: trans_ts too far ahead"):
-        common.validate_event(flagged, enriched=True)
+    with pytest.raises(MalformedRecord, match="rejected by the streaming job: trans_ts too far ahead"):
+        validate_event(flagged, enriched=True)

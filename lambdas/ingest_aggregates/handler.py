@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from features import spec
-from lambdas import common
+from lambdas.failures import batch_item_failures, send_failures
+from lambdas.records import KinesisItem, decode_batch
+from lambdas.retries import AWS_ERRORS, RetryPolicy, error_code, with_retries
+from lambdas.telemetry import DEFAULT_METRICS_NAMESPACE, log, put_metrics
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Config:
 
     feature_group: str = spec.STREAMING_FEATURE_GROUP.name
     failure_queue_url: str | None = None
-    metrics_namespace: str = common.DEFAULT_METRICS_NAMESPACE
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -35,7 +38,7 @@ class Config:
         return cls(
             feature_group=env.get("FEATURE_GROUP_NAME", spec.STREAMING_FEATURE_GROUP.name),
             failure_queue_url=env.get("FAILURE_QUEUE_URL") or None,
-            metrics_namespace=env.get("METRICS_NAMESPACE", common.DEFAULT_METRICS_NAMESPACE),
+            metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
 
 
@@ -55,25 +58,23 @@ def process_batch(
     featurestore: Any,
     sqs: Any,
     config: Config,
-    policy: common.RetryPolicy | None = None,
+    policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Ingest one Kinesis batch; returns the partial-batch response."""
-    policy = policy or common.RetryPolicy()
+    policy = policy or RetryPolicy()
     t0 = time.perf_counter()
-    items = common.decode_batch(event, enriched=True)
+    items = decode_batch(event, enriched=True)
     bad = [it for it in items if it.event is None]
     failures: list[str] = []
     written = late = superseded = 0
     # Only the newest on-time event per card matters: the store keeps the record with the latest
     # event time anyway, so older ones in the same batch would be no-op writes (and throttle sooner).
-    newest: dict[int, common.KinesisItem] = {}
-    covered: dict[int, list[common.KinesisItem]] = {}
+    newest: dict[int, KinesisItem] = {}
+    covered: dict[int, list[KinesisItem]] = {}
     for it in items:
         if it.event is None:
-            common.log(
-                "WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="ingest"
-            )
+            log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="ingest")
             continue
         if it.event["late"]:
             late += 1
@@ -85,7 +86,7 @@ def process_batch(
     for card, it in newest.items():
         superseded += len(covered[card]) - 1
         try:
-            common.with_retries(
+            with_retries(
                 lambda it=it: featurestore.put_record(
                     FeatureGroupName=config.feature_group, Record=record_of(it.event)
                 ),
@@ -93,13 +94,13 @@ def process_batch(
                 sleep=sleep,
             )
             written += 1
-        except common.AWS_ERRORS as exc:
-            code = common.error_code(exc)
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
             if code in ("ValidationError", "ValidationException"):
                 it.reason = f"rejected by the feature store: {exc}"
                 bad.append(it)
             else:  # throttling/connection errors exhausted, service errors, missing group: retry later
-                common.log(
+                log(
                     "ERROR",
                     "PutRecord failed",
                     error=str(exc),
@@ -107,7 +108,7 @@ def process_batch(
                     sequence=it.sequence_number,
                 )
                 failures.extend(x.sequence_number for x in covered[card])
-    unsent = common.send_failures(
+    unsent = send_failures(
         sqs,
         config.failure_queue_url,
         bad,
@@ -118,7 +119,7 @@ def process_batch(
     )
     failures += [it.sequence_number for it in unsent]
     latency_ms = (time.perf_counter() - t0) * 1000
-    common.put_metrics(
+    put_metrics(
         config.metrics_namespace,
         {
             "RecordsWritten": (written, "Count"),
@@ -130,7 +131,7 @@ def process_batch(
         },
         Function="ingest_aggregates",
     )
-    common.log(
+    log(
         "INFO",
         "batch ingested",
         records=len(items),
@@ -140,7 +141,7 @@ def process_batch(
         failed=len(set(failures)),
         latency_ms=round(latency_ms, 3),
     )
-    return common.batch_item_failures(failures)
+    return batch_item_failures(failures)
 
 
 _CLIENTS: dict[str, Any] = {}

@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from features import spec
-from lambdas import common
+from lambdas.decisions import decision_id
+from lambdas.failures import batch_item_failures, send_failures
+from lambdas.records import BEYOND_LATENESS, KinesisItem, decode_batch
+from lambdas.retries import AWS_ERRORS, THROTTLING_CODES, RetryPolicy, error_code, with_retries
 from lambdas.scores import parse_scores
+from lambdas.settings import env_float
+from lambdas.telemetry import DEFAULT_METRICS_NAMESPACE, log, put_metrics
 
 BATCH_GET_LIMIT = 100  # identifiers per BatchGetRecord call
 PUT_RECORDS_LIMIT = 500  # entries per PutRecords call
@@ -35,7 +40,7 @@ class Config:
     decisions_stream: str = spec.DECISIONS_STREAM
     failure_queue_url: str | None = None
     threshold: float = spec.DECISION_THRESHOLD
-    metrics_namespace: str = common.DEFAULT_METRICS_NAMESPACE
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -45,8 +50,8 @@ class Config:
             batch_feature_group=env.get("BATCH_FEATURE_GROUP_NAME", spec.BATCH_FEATURE_GROUP.name),
             decisions_stream=env.get("DECISIONS_STREAM_NAME", spec.DECISIONS_STREAM),
             failure_queue_url=env.get("FAILURE_QUEUE_URL") or None,
-            threshold=common.env_float(env, "FRAUD_THRESHOLD", spec.DECISION_THRESHOLD, low=0.0, high=1.0),
-            metrics_namespace=env.get("METRICS_NAMESPACE", common.DEFAULT_METRICS_NAMESPACE),
+            threshold=env_float(env, "FRAUD_THRESHOLD", spec.DECISION_THRESHOLD, low=0.0, high=1.0),
+            metrics_namespace=env.get("METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
 
 
@@ -62,7 +67,7 @@ def fetch_snapshots(
     group: str,
     cards: Sequence[int],
     *,
-    policy: common.RetryPolicy,
+    policy: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> dict[int, dict[str, float]]:
     """Snapshot features per card; cards without a record are absent (= all 0, as the batch rule)."""
@@ -78,13 +83,13 @@ def fetch_snapshots(
                     "FeatureNames": names,
                 }
             ]
-            resp = common.with_retries(
+            resp = with_retries(
                 lambda ids=ids: featurestore.batch_get_record(Identifiers=ids), policy=policy, sleep=sleep
             )
             for rec in resp.get("Records", []):
                 out[int(rec["RecordIdentifierValueAsString"])] = {n: _float(rec["Record"], n) for n in names}
             errors = resp.get("Errors") or []
-            hard = [e for e in errors if e.get("ErrorCode") not in common.THROTTLING_CODES]
+            hard = [e for e in errors if e.get("ErrorCode") not in THROTTLING_CODES]
             if hard:
                 raise RuntimeError(f"BatchGetRecord errors: {hard[:3]}")
             pending = [
@@ -120,7 +125,7 @@ def to_csv(rows: Sequence[Mapping[str, float]]) -> str:
 
 
 def invoke(
-    runtime: Any, endpoint: str, body: str, *, policy: common.RetryPolicy, sleep: Callable[[float], None]
+    runtime: Any, endpoint: str, body: str, *, policy: RetryPolicy, sleep: Callable[[float], None]
 ) -> bytes:
     """One InvokeEndpoint; the body is read inside the retried call (a read timeout re-sends the request)."""
 
@@ -130,7 +135,7 @@ def invoke(
         )
         return resp["Body"].read()
 
-    return common.with_retries(call, policy=policy, sleep=sleep)
+    return with_retries(call, policy=policy, sleep=sleep)
 
 
 def refused_by_model(exc: BaseException) -> str | None:
@@ -138,7 +143,7 @@ def refused_by_model(exc: BaseException) -> str | None:
 
     SageMaker reports a container's answer as ModelError (HTTP 424) with `OriginalStatusCode`;
     a 5xx there, throttling and connection errors are the service's and are retried instead."""
-    if common.error_code(exc) != "ModelError" or not hasattr(exc, "response"):
+    if error_code(exc) != "ModelError" or not hasattr(exc, "response"):
         return None
     response = exc.response  # type: ignore[attr-defined]
     try:
@@ -155,7 +160,7 @@ def score_isolating(
     endpoint: str,
     rows: Sequence[Mapping[str, float]],
     *,
-    policy: common.RetryPolicy,
+    policy: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> tuple[dict[int, float], dict[int, str], list[int]]:
     """Score `rows` in one call, bisecting on a 4xx refusal to isolate the refused rows.
@@ -170,11 +175,11 @@ def score_isolating(
         try:
             body = invoke(runtime, endpoint, to_csv([rows[i] for i in part]), policy=policy, sleep=sleep)
             values = parse_scores(body, len(part))
-        except (*common.AWS_ERRORS, RuntimeError, ValueError) as exc:
+        except (*AWS_ERRORS, RuntimeError, ValueError) as exc:
             reason = refused_by_model(exc)
             if reason is None:  # the endpoint's trouble, not the rows': retry them all later
-                common.log("ERROR", "scoring failed; records will be retried", error=str(exc),
-                           error_type=type(exc).__name__, records=len(part) + sum(map(len, stack)))  # fmt: skip
+                log("ERROR", "scoring failed; records will be retried", error=str(exc),
+                    error_type=type(exc).__name__, records=len(part) + sum(map(len, stack)))  # fmt: skip
                 return scores, refused, sorted(part + [i for rest in stack for i in rest])
             if len(part) == 1:
                 refused[part[0]] = reason
@@ -197,7 +202,7 @@ def put_decisions(
     stream: str,
     decisions: Sequence[tuple[str, dict[str, Any]]],
     *,
-    policy: common.RetryPolicy,
+    policy: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> list[str]:
     """PutRecords in chunks, re-sending only the failed entries; return source sequence numbers never delivered."""
@@ -209,13 +214,13 @@ def put_decisions(
                 {"Data": json.dumps(d).encode(), "PartitionKey": str(d[spec.CARD_ID])} for _, d in pending
             ]
             try:
-                resp = common.with_retries(
+                resp = with_retries(
                     lambda entries=entries: kinesis.put_records(StreamName=stream, Records=entries),
                     policy=policy,
                     sleep=sleep,
                 )
-            except common.AWS_ERRORS as exc:
-                common.log("ERROR", "PutRecords failed", error=str(exc), count=len(pending))
+            except AWS_ERRORS as exc:
+                log("ERROR", "PutRecords failed", error=str(exc), count=len(pending))
                 break
             results = resp.get("Records", [])
             if not resp.get("FailedRecordCount"):
@@ -237,20 +242,20 @@ def process_batch(
     kinesis: Any,
     sqs: Any,
     config: Config,
-    policy: common.RetryPolicy | None = None,
+    policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_decisions: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Score one Kinesis batch; returns the partial-batch response."""
-    policy = policy or common.RetryPolicy()
+    policy = policy or RetryPolicy()
     t0 = time.perf_counter()
-    items = common.decode_batch(event, enriched=True)
+    items = decode_batch(event, enriched=True)
     good = [it for it in items if it.event is not None]
     bad = [it for it in items if it.event is None]
     failures: list[str] = []
     for it in bad:
-        common.log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="score")
-    unsent = common.send_failures(
+        log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="score")
+    unsent = send_failures(
         sqs,
         config.failure_queue_url,
         bad,
@@ -262,7 +267,7 @@ def process_batch(
     failures += [it.sequence_number for it in unsent]
 
     decisions: list[dict[str, Any]] = []
-    rejected: list[common.KinesisItem] = []
+    rejected: list[KinesisItem] = []
     fs_ms = ep_ms = 0.0
     if good:
         events = [it.event for it in good]
@@ -272,9 +277,9 @@ def process_batch(
             snaps = fetch_snapshots(
                 featurestore, config.batch_feature_group, cards, policy=policy, sleep=sleep
             )
-        except (*common.AWS_ERRORS, RuntimeError, ValueError) as exc:
+        except (*AWS_ERRORS, RuntimeError, ValueError) as exc:
             # Transient or service-side: the whole scoring batch is retried by Kinesis.
-            common.log(
+            log(
                 "ERROR",
                 "scoring failed; batch will be retried",
                 error=str(exc),
@@ -314,7 +319,7 @@ def process_batch(
                 ev = it.event or {}
                 decisions.append(
                     {
-                        "decision_id": common.decision_id(ev),
+                        "decision_id": decision_id(ev),
                         "tid": ev["tid"],
                         spec.CARD_ID: ev[spec.CARD_ID],
                         spec.EVENT_TIME: ev[spec.EVENT_TIME],
@@ -322,7 +327,7 @@ def process_batch(
                         "score": score,
                         "fraud": bool(score >= config.threshold),
                         "late": ev["late"],
-                        common.BEYOND_LATENESS: ev.get(common.BEYOND_LATENESS, False),
+                        BEYOND_LATENESS: ev.get(BEYOND_LATENESS, False),
                     }
                 )
             undelivered = put_decisions(
@@ -344,10 +349,8 @@ def process_batch(
                 )
     if rejected:
         for it in rejected:
-            common.log(
-                "WARN", "record rejected", reason=it.reason, sequence=it.sequence_number, stage="score"
-            )
-        unsent = common.send_failures(
+            log("WARN", "record rejected", reason=it.reason, sequence=it.sequence_number, stage="score")
+        unsent = send_failures(
             sqs,
             config.failure_queue_url,
             rejected,
@@ -362,7 +365,7 @@ def process_batch(
     flagged = sum(d["fraud"] for d in decisions)
     late = sum(d["late"] for d in decisions)
     latency_ms = (time.perf_counter() - t0) * 1000
-    common.put_metrics(
+    put_metrics(
         config.metrics_namespace,
         {
             "Decisions": (n, "Count"),
@@ -378,7 +381,7 @@ def process_batch(
         },
         Function="score_transaction",
     )
-    common.log(
+    log(
         "INFO",
         "batch scored",
         records=len(items),
@@ -390,7 +393,7 @@ def process_batch(
         failed=len(set(failures)),
         latency_ms=round(latency_ms, 3),
     )
-    return common.batch_item_failures(failures)
+    return batch_item_failures(failures)
 
 
 _CLIENTS: dict[str, Any] = {}

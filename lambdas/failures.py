@@ -1,0 +1,93 @@
+"""Where the records a batch cannot process go: the SQS failure destination and the partial-batch response.
+
+Malformed records are sent to the failure queue with the reason (`send_failures`, SendMessageBatch
+with the partially failed entries re-sent); what cannot be sent, and what should be retried, is
+reported to Lambda as `batchItemFailures` (`batch_item_failures`), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from lambdas.records import KinesisItem
+from lambdas.retries import AWS_ERRORS, RetryPolicy, with_retries
+from lambdas.telemetry import log
+
+
+def failure_message(item: KinesisItem, source: str, stage: str) -> dict[str, Any]:
+    """What the failure destination receives: enough to inspect and replay the record."""
+    try:
+        payload: Any = item.raw.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(item.raw).decode("ascii"), "base64"
+    return {
+        "reason": item.reason,
+        "stage": stage,
+        "source": source,
+        "sequenceNumber": item.sequence_number,
+        "partitionKey": item.partition_key,
+        "data": payload,
+        "dataEncoding": encoding,
+    }
+
+
+def send_failures(
+    sqs: Any,
+    queue_url: str | None,
+    items: Sequence[KinesisItem],
+    *,
+    source: str,
+    stage: str,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[KinesisItem]:
+    """Send malformed records to the failure queue; return the ones that could NOT be sent.
+
+    Unsent records are reported as batch item failures by the caller, so nothing is lost.
+    Without a queue (misconfiguration) every record is unsent."""
+    if not items:
+        return []
+    if not queue_url or sqs is None:
+        log("ERROR", "no failure destination configured", count=len(items))
+        return list(items)
+    unsent: list[KinesisItem] = []
+    for start in range(0, len(items), 10):  # SendMessageBatch takes at most 10 entries
+        chunk = {str(i): it for i, it in enumerate(items[start : start + 10])}
+        pending = dict(chunk)
+        for attempt in range((policy or RetryPolicy()).max_attempts):
+            entries = [
+                {"Id": k, "MessageBody": json.dumps(failure_message(it, source, stage))}
+                for k, it in pending.items()
+            ]
+            try:
+                resp = with_retries(
+                    lambda entries=entries: sqs.send_message_batch(QueueUrl=queue_url, Entries=entries),
+                    policy=policy,
+                    sleep=sleep,
+                )
+            except AWS_ERRORS as exc:
+                log("ERROR", "failure destination unavailable", error=str(exc), count=len(pending))
+                break
+            failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}
+            hard = {f["Id"] for f in resp.get("Failed", []) if f.get("SenderFault")}
+            for k in hard:
+                log(
+                    "ERROR", "failure destination rejected message", id=k, sequence=pending[k].sequence_number
+                )
+            pending = {k: v for k, v in pending.items() if k in failed or k in hard}
+            if not failed:
+                break
+            sleep((policy or RetryPolicy()).delay(attempt))
+        unsent.extend(pending.values())
+    return unsent
+
+
+def batch_item_failures(sequence_numbers: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """Lambda's partial-batch response (ReportBatchItemFailures on the event source mapping)."""
+    seen: dict[str, None] = dict.fromkeys(sequence_numbers)
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in seen]}
