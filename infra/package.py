@@ -3,9 +3,11 @@
 
     python infra/package.py --out dist [--connector-jar PATH] [--skip-flink]
 
-Lambda zips (ingest_aggregates, score_transaction, deploy_model) hold the `lambdas` package code of that
-function plus the shared `features` module and nothing else: the handlers use boto3 from the Lambda runtime,
-so a heavy dependency slipping in would break on AWS, not here. Each zip is therefore import-checked in a
+Lambda zips (ingest_aggregates, score_transaction, deploy_model) hold the function's handler module and
+every repository module it imports, transitively, with the `__init__.py` of each package on the way
+(`repo_imports`: read from the import statements, so a module no handler imports, such as the test-event
+builder lambdas/testing.py, never ships). The handlers use boto3 from the Lambda runtime, so a heavy
+dependency slipping in would break on AWS, not here. Each zip is therefore import-checked in a
 subprocess where only the standard library, boto3 and the zip's own packages can be imported.
 
 flink-app.zip holds streaming/ + features/ + lib/<Kinesis SQL connector jar>. The jar is not vendored: it
@@ -19,6 +21,7 @@ infra/deploy.sh's content-hashed S3 keys only change CloudFormation resources wh
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -97,29 +100,64 @@ def _source_files(directory: Path) -> Iterator[Path]:
             yield path
 
 
+def module_file(module: str, repo: Path = REPO) -> Path | None:
+    """The repository file of a dotted module name (a package's `__init__.py`); None outside the repository."""
+    if not module or module.startswith("."):
+        return None
+    base = repo.joinpath(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path, module: str) -> Iterator[str]:
+    """Every module name an import statement of `path` may load (anywhere in the file, function bodies
+    included); for `from x import y`, both x and x.y (y may be a submodule)."""
+    is_package = path.name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from . import x / from ..a import b
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            yield target
+            yield from (f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
+
+
+def repo_imports(module: str, repo: Path = REPO) -> dict[str, Path]:
+    """Module name -> file of `module` and of every repository module it imports, transitively.
+
+    Importing a.b.c runs a/__init__.py and a/b/__init__.py first, so every package on the way is in.
+    Modules outside the repository (the standard library, boto3) are not followed."""
+    found: dict[str, Path] = {}
+    pending = [module]
+    while pending:
+        parts = pending.pop().split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            if name in found:
+                continue
+            path = module_file(name, repo)
+            if path is None:
+                break
+            found[name] = path
+            pending.extend(_imported_names(path, name))
+    return found
+
+
 def lambda_members(name: str, repo: Path = REPO) -> dict[str, Path]:
-    """Archive name -> source file for one Lambda: lambdas/__init__ + shared lambdas modules + its package + features."""
-    lambdas_dir = repo / "lambdas"
-    package = lambdas_dir / name
-    if not (package / "handler.py").is_file():
-        raise PackagingError(
-            f"{package.relative_to(repo)}/handler.py not found: cannot package Lambda {name!r}"
-        )
-    members: dict[str, Path] = {}
-    for path in sorted(
-        lambdas_dir.glob("*.py")
-    ):  # lambdas/__init__.py and any shared module (client factory...)
-        members[path.relative_to(repo).as_posix()] = path
-    # Shared sub-packages (anything under lambdas/ that is not one of the three functions) ship with every function.
-    for sub in sorted(p for p in lambdas_dir.iterdir() if p.is_dir() and p.name not in LAMBDAS):
-        if (sub / "__init__.py").is_file():
-            for path in _source_files(sub):
-                members[path.relative_to(repo).as_posix()] = path
-    for path in _source_files(package):
-        members[path.relative_to(repo).as_posix()] = path
-    for path in _source_files(repo / "features"):
-        members[path.relative_to(repo).as_posix()] = path
-    return members
+    """Archive name -> source file for one Lambda: its handler and the repository modules it imports."""
+    handler = repo / "lambdas" / name / "handler.py"
+    if not handler.is_file():
+        raise PackagingError(f"{handler.relative_to(repo)} not found: cannot package Lambda {name!r}")
+    modules = repo_imports(handler_path(name).rpartition(".")[0], repo)
+    return {path.relative_to(repo).as_posix(): path for path in modules.values()}
 
 
 def flink_members(jar: Path, repo: Path = REPO) -> dict[str, Path]:

@@ -225,9 +225,9 @@ def test_every_aws_call_of_a_handler_is_allowed_by_its_role():
     """A boto3 call the role does not allow fails only on AWS: catch it here."""
     for rid, (name, props) in lambda_functions().items():
         path = handler_file(props["Handler"])
-        source = path.read_text()
-        if re.search(r"from lambdas import common|import lambdas\.common", source):
-            source += (REPO / "lambdas" / "common.py").read_text()
+        function = props["Handler"].split(".")[1]
+        # The handler and every module of its zip (what it imports: retries, failure queue...).
+        source = "".join(f.read_text() for f in package.lambda_members(function).values())
         calls = {(svc, meth) for svc, meth in _CALL.findall(source) if not meth.startswith("_")}
         assert calls, f"{rid}: no AWS call found in {path} (client naming changed?)"
         allowed = _role_actions(name, props["Role"])
@@ -410,25 +410,87 @@ def _names(path: Path) -> set[str]:
         return set(zf.namelist())
 
 
-def test_lambda_zips_hold_their_package_and_the_feature_module(tmp_path):
+_LOADED_REPO_FILES = r"""
+import importlib, json, sys
+from pathlib import Path
+repo = Path(sys.argv[2]).resolve()
+importlib.import_module(sys.argv[1])
+files = set()
+for module in list(sys.modules.values()):
+    path = Path(getattr(module, "__file__", None) or "/").resolve()
+    if path.is_relative_to(repo) and not any(p.startswith(".") for p in path.relative_to(repo).parts):
+        files.add(path.relative_to(repo).as_posix())
+print(json.dumps(sorted(files)))
+"""
+
+
+def loaded_repo_files(module: str) -> set[str]:
+    """Repository files Python actually loads when importing `module` in a fresh interpreter
+    (the oracle of package.repo_imports, which reads import statements instead)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADED_REPO_FILES, module, str(REPO)],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return set(json.loads(proc.stdout))
+
+
+TEST_HELPERS = ("lambdas/testing.py", "lambdas/common.py")
+"""The Kinesis test-event builder and the re-export module of the local tools: never in a zip."""
+
+
+def test_lambda_zips_hold_exactly_what_their_handler_imports(tmp_path):
     built = package.build(tmp_path / "a", skip_flink=True, import_check=False)
     again = package.build(tmp_path / "b", skip_flink=True, import_check=False)
     assert built == again, "zips must be byte-for-byte reproducible (content-hashed S3 keys)"
     assert set(built) == {f"{n}.zip" for n in package.LAMBDAS}
+    contents = {}
     for fn in package.LAMBDAS:
-        names = _names(tmp_path / "a" / f"{fn}.zip")
-        assert {
-            "lambdas/__init__.py",
-            f"lambdas/{fn}/handler.py",
-            "features/__init__.py",
-            "features/spec.py",
-        } <= names
-        assert {n.split("/")[0] for n in names} == {"lambdas", "features"}
+        path = tmp_path / "a" / f"{fn}.zip"
+        names = _names(path)
+        contents[fn] = names
+        assert names == loaded_repo_files(package.handler_path(fn).rpartition(".")[0]), fn
+        assert not set(TEST_HELPERS) & names, (fn, sorted(names))
+        with zipfile.ZipFile(path) as zf:
+            assert not any(b"def kinesis_event" in zf.read(n) for n in names), f"{fn}: test helper inside"
+        assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
         others = [o for o in package.LAMBDAS if o != fn]
         assert not any(n.startswith(f"lambdas/{o}/") for o in others for n in names), names
-        assert not any("__pycache__" in n or "/tests/" in n for n in names)
+    # Per handler, not per package: only the scorer parses endpoint answers and makes decision ids;
+    # deploy_model imports no repository module besides its own.
+    assert {"lambdas/scores.py", "lambdas/decisions.py", "features/spec.py"} <= contents["score_transaction"]
+    assert not {"lambdas/scores.py", "lambdas/decisions.py"} & contents["ingest_aggregates"]
+    assert {"lambdas/failures.py", "features/spec.py"} <= contents["ingest_aggregates"]
+    assert contents["deploy_model"] == {
+        "lambdas/__init__.py",
+        "lambdas/deploy_model/__init__.py",
+        "lambdas/deploy_model/handler.py",
+    }
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["handlers"]["score_transaction"] == "lambdas.score_transaction.handler.handler"
+
+
+def test_repo_imports_follows_every_import_form_and_only_the_repository(tmp_path):
+    files = {
+        "app/__init__.py": "import json\n",
+        "app/main.py": "import boto3\nfrom . import rel\nfrom app.sub import deep\n"
+        "def f():\n    import lazy\n",
+        "app/rel.py": "from .sub.deep import VALUE\n",
+        "app/sub/__init__.py": "from ..plain import X\n",
+        "app/sub/deep.py": "VALUE = 1\n",
+        "app/plain.py": "X = 1\n",
+        "app/unused.py": "import app.main\n",
+        "lazy.py": "",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    found = package.repo_imports("app.main", tmp_path)
+    assert {p.relative_to(tmp_path).as_posix() for p in found.values()} == set(files) - {"app/unused.py"}
 
 
 def test_lambda_zips_import_with_only_the_lambda_runtime(tmp_path):
