@@ -71,8 +71,8 @@ def load_application_properties(path: str = PROPERTIES_FILE) -> dict[str, str] |
 
 
 def load_feature_spec(value: str | None, base: Path = REPO_ROOT) -> spec.FeatureSpec:
-    """`spec.SPEC`, or a FeatureSpec from JSON text or from a JSON file."""
-    if not value:
+    """`spec.SPEC` (no value, or `default`), or a FeatureSpec from JSON text or from a JSON file."""
+    if not value or value == "default":
         return spec.SPEC
     text = value if value.lstrip().startswith("{") else (base / value).read_text()
     return spec.FeatureSpec.from_json(text)
@@ -227,7 +227,7 @@ def _make_function(
                     timers.register_event_time_timer(timer)
                 return
             out, _ = card.on_event(fields, fields[3], fields[2], ts_ms, wm)
-            cleanup = card.cleanup_timer(ts_ms)
+            cleanup = card.tidy(wm)
             if cleanup is not None:
                 timers.register_event_time_timer(cleanup)
             self.history.update(card.history_stored())
@@ -251,7 +251,7 @@ def _make_function(
                     self.pending.update(card.pending)
                 else:
                     self.pending.clear()
-                cleanup = card.cleanup_timer(timestamp)
+                cleanup = card.tidy(wm)
                 if cleanup is not None:
                     timers.register_event_time_timer(cleanup)
             nxt = card.next_emission_timer()
