@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lambdas.records import KinesisItem
-from lambdas.retries import AWS_ERRORS, RetryPolicy, with_retries
+from lambdas.retries import RetryPolicy, resend_failed_entries
 from lambdas.telemetry import log
 
 
@@ -55,35 +55,26 @@ def send_failures(
     if not queue_url or sqs is None:
         log("ERROR", "no failure destination configured", count=len(items))
         return list(items)
+
+    def send(pending: list[tuple[str, KinesisItem]]) -> tuple[list[tuple[str, KinesisItem]], bool]:
+        entries = [
+            {"Id": k, "MessageBody": json.dumps(failure_message(it, source, stage))} for k, it in pending
+        ]
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}
+        hard = {f["Id"] for f in resp.get("Failed", []) if f.get("SenderFault")}
+        for k, it in pending:
+            if k in hard:
+                log("ERROR", "failure destination rejected message", id=k, sequence=it.sequence_number)
+        return [(k, it) for k, it in pending if k in failed or k in hard], bool(failed)
+
     unsent: list[KinesisItem] = []
     for start in range(0, len(items), 10):  # SendMessageBatch takes at most 10 entries
-        chunk = {str(i): it for i, it in enumerate(items[start : start + 10])}
-        pending = dict(chunk)
-        for attempt in range((policy or RetryPolicy()).max_attempts):
-            entries = [
-                {"Id": k, "MessageBody": json.dumps(failure_message(it, source, stage))}
-                for k, it in pending.items()
-            ]
-            try:
-                resp = with_retries(
-                    lambda entries=entries: sqs.send_message_batch(QueueUrl=queue_url, Entries=entries),
-                    policy=policy,
-                    sleep=sleep,
-                )
-            except AWS_ERRORS as exc:
-                log("ERROR", "failure destination unavailable", error=str(exc), count=len(pending))
-                break
-            failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}
-            hard = {f["Id"] for f in resp.get("Failed", []) if f.get("SenderFault")}
-            for k in hard:
-                log(
-                    "ERROR", "failure destination rejected message", id=k, sequence=pending[k].sequence_number
-                )
-            pending = {k: v for k, v in pending.items() if k in failed or k in hard}
-            if not failed:
-                break
-            sleep((policy or RetryPolicy()).delay(attempt))
-        unsent.extend(pending.values())
+        chunk = [(str(i), it) for i, it in enumerate(items[start : start + 10])]
+        left = resend_failed_entries(
+            send, chunk, error_message="failure destination unavailable", policy=policy, sleep=sleep
+        )
+        unsent.extend(it for _, it in left)
     return unsent
 
 

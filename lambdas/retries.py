@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,7 +23,10 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from lambdas.telemetry import log
+
 T = TypeVar("T")
+E = TypeVar("E")
 
 THROTTLING_CODES = frozenset(
     {
@@ -103,3 +106,32 @@ def with_retries(
                 on_retry(attempt, exc)
             sleep(policy.delay(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resend_failed_entries(
+    send: Callable[[list[E]], tuple[list[E], bool]],
+    entries: Sequence[E],
+    *,
+    error_message: str,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[E]:
+    """One batch call whose entries can fail one by one (PutRecords, SendMessageBatch): botocore and
+    `with_retries` re-send a failed call, never the failed entries of a call that succeeded.
+
+    `send(pending)` makes the call and returns (the entries not accepted, whether to re-send them);
+    they are re-sent with backoff, at most `policy.max_attempts` calls. An AWS error once
+    `with_retries` gives up ends the attempts (logged as `error_message`). Returns the entries
+    never accepted."""
+    policy = policy or RetryPolicy()
+    pending = list(entries)
+    for attempt in range(policy.max_attempts):
+        try:
+            pending, again = with_retries(lambda pending=pending: send(pending), policy=policy, sleep=sleep)
+        except AWS_ERRORS as exc:
+            log("ERROR", error_message, error=str(exc), count=len(pending))
+            break
+        if not again:
+            break
+        sleep(policy.delay(attempt))
+    return pending

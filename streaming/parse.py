@@ -1,7 +1,7 @@
 """Reading one raw event record in the Flink job: strict JSON, typed fields, the spec's value rule.
 
 Runs in the job's Python operator (thread mode: inside the JVM), so it imports no PyFlink and no
-botocore; the type rules are the Lambdas' (`lambdas/common.py:validate_event`, checked equal by
+botocore; the type rules are the Lambdas' (`lambdas/records.py:validate_event`, checked equal by
 tests/test_streaming_sql.py on a list of bad records) and the value rule is the specification's
 (`features.spec.value_problem`: finite, bounds, integral card). A record is either a tuple of the
 input fields in `streaming.sql.INPUT_COLUMNS` order or a one-line reason.

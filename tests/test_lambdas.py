@@ -14,8 +14,9 @@ from botocore.stub import ANY, Stubber
 
 from features import spec
 from lambdas.decisions import DecisionDeduplicator, decision_id
+from lambdas.failures import send_failures
 from lambdas.ingest_aggregates import handler as ingest
-from lambdas.records import MalformedRecord, parse_event, validate_event
+from lambdas.records import KinesisItem, MalformedRecord, parse_event, validate_event
 from lambdas.retries import RetryPolicy, with_retries
 from lambdas.score_transaction import handler as score
 from lambdas.settings import ConfigError
@@ -355,6 +356,42 @@ def test_put_records_never_delivered_reports_source_sequence_numbers(store):
     # Retries re-send only entry "b"; once retries run out its source record is reported.
     assert [json.loads(r["Data"])["tid"] for r in kin.calls[1][1]] == ["b"]
     assert resp["batchItemFailures"] == [{"itemIdentifier": f"{42:056d}"}]
+
+
+def test_failure_queue_partial_failure_resends_only_transient_entries(capsys):
+    """SendMessageBatch answers per entry: a service-side failure is re-sent alone, a sender fault
+    is not re-sent, and what never got in is returned to be reported as batch item failures."""
+
+    class PartlyFailing(FakeSqs):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def send_message_batch(self, *, QueueUrl, Entries):
+            self.calls.append([e["Id"] for e in Entries])
+            bodies = {e["Id"]: json.loads(e["MessageBody"]) for e in Entries}
+            failed = []
+            for k, body in bodies.items():
+                if body["sequenceNumber"] == "s1" and len(self.calls) == 1:
+                    failed.append({"Id": k, "SenderFault": False, "Code": "InternalError"})
+                elif body["sequenceNumber"] == "s2":
+                    failed.append({"Id": k, "SenderFault": True, "Code": "InvalidMessageContents"})
+                else:
+                    self.messages.append(body)
+            return {"Successful": [], "Failed": failed}
+
+    sqs = PartlyFailing()
+    items = [
+        KinesisItem(sequence_number=f"s{i}", partition_key="1", raw=b"x", reason="bad") for i in range(12)
+    ]
+    unsent = send_failures(
+        sqs, QUEUE, items, source="t", stage="validate", policy=NO_SLEEP, sleep=lambda s: None
+    )
+    assert [it.sequence_number for it in unsent] == ["s2"]
+    # Two chunks (10 + 2); the first re-sends only its failed entries: s1 (transient) and s2 (kept pending).
+    assert sqs.calls == [[str(i) for i in range(10)], ["1", "2"], ["0", "1"]]
+    assert sorted(m["sequenceNumber"] for m in sqs.messages) == sorted(f"s{i}" for i in range(12) if i != 2)
+    assert capsys.readouterr().out.count("failure destination rejected message") == 2
 
 
 def test_failure_queue_down_reports_malformed_as_failures(store):

@@ -22,7 +22,14 @@ from features import spec
 from lambdas.decisions import decision_id
 from lambdas.failures import batch_item_failures, send_failures
 from lambdas.records import BEYOND_LATENESS, KinesisItem, decode_batch
-from lambdas.retries import AWS_ERRORS, THROTTLING_CODES, RetryPolicy, error_code, with_retries
+from lambdas.retries import (
+    AWS_ERRORS,
+    THROTTLING_CODES,
+    RetryPolicy,
+    error_code,
+    resend_failed_entries,
+    with_retries,
+)
 from lambdas.scores import parse_scores
 from lambdas.settings import env_float
 from lambdas.telemetry import DEFAULT_METRICS_NAMESPACE, log, put_metrics
@@ -206,31 +213,22 @@ def put_decisions(
     sleep: Callable[[float], None],
 ) -> list[str]:
     """PutRecords in chunks, re-sending only the failed entries; return source sequence numbers never delivered."""
+
+    def send(pending: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        entries = [{"Data": json.dumps(d).encode(), "PartitionKey": str(d[spec.CARD_ID])} for _, d in pending]
+        resp = kinesis.put_records(StreamName=stream, Records=entries)
+        if not resp.get("FailedRecordCount"):
+            return [], False
+        failed = [p for p, r in zip(pending, resp.get("Records", []), strict=False) if r.get("ErrorCode")]
+        return failed, bool(failed)
+
     undelivered: list[str] = []
     for start in range(0, len(decisions), PUT_RECORDS_LIMIT):
-        pending = list(decisions[start : start + PUT_RECORDS_LIMIT])
-        for attempt in range(policy.max_attempts):
-            entries = [
-                {"Data": json.dumps(d).encode(), "PartitionKey": str(d[spec.CARD_ID])} for _, d in pending
-            ]
-            try:
-                resp = with_retries(
-                    lambda entries=entries: kinesis.put_records(StreamName=stream, Records=entries),
-                    policy=policy,
-                    sleep=sleep,
-                )
-            except AWS_ERRORS as exc:
-                log("ERROR", "PutRecords failed", error=str(exc), count=len(pending))
-                break
-            results = resp.get("Records", [])
-            if not resp.get("FailedRecordCount"):
-                pending = []
-                break
-            pending = [p for p, r in zip(pending, results, strict=False) if r.get("ErrorCode")]
-            if not pending:
-                break
-            sleep(policy.delay(attempt))
-        undelivered.extend(seq for seq, _ in pending)
+        chunk = list(decisions[start : start + PUT_RECORDS_LIMIT])
+        left = resend_failed_entries(
+            send, chunk, error_message="PutRecords failed", policy=policy, sleep=sleep
+        )
+        undelivered.extend(seq for seq, _ in left)
     return undelivered
 
 
