@@ -14,7 +14,13 @@ Latency (`--latency`): an unbounded run (watched source directory, print sink): 
 in its tid; the bench reads the job's stdout and takes arrival-to-emission = time the row is
 printed - time the event was written (includes the source's directory polling, `--monitor-ms`).
 
-    python benchmarks/bench_flink.py --latency [--rate 2000] [--seconds 60] [--emit on-watermark]
+    python benchmarks/bench_flink.py --latency [--rate 2000] [--seconds 60] [--emit on-watermark] \
+        [--end-to-end [--batching-window-ms 200] [--batch-size 100]]
+
+`--end-to-end` also scores every printed row with `score_transaction.process_batch` (local SQLite
+store + local XGBoost endpoint, benchmarks/bench_scoring.py's set-up), fed like its Kinesis event
+source mapping (every `--batching-window-ms`, up to `--batch-size` records per call): send-to-
+decision percentiles. Figures under load: the job's process-group CPU seconds are recorded too.
 
 Writes benchmarks/results/flink.json (throughput) or flink_latency_<emit>.json.
 """
@@ -138,7 +144,98 @@ def throughput(args: argparse.Namespace) -> dict:
     }
 
 
+def _print_row_parser():
+    """A Flink print-sink line ("+I[v1, v2, ...]") -> the enriched event dict (sql.output_columns)."""
+    from streaming import sql
+
+    cols = sql.output_columns()
+    conv = {"BIGINT": int, "INT": int, "DOUBLE": float, "BOOLEAN": lambda v: v == "true", "STRING": str}
+
+    def parse(text: str) -> dict | None:
+        i, j = text.find("["), text.rfind("]")
+        values = text[i + 1 : j].split(", ")
+        if len(values) != len(cols):
+            return None  # a rejected record's raw text may hold ", " (none in this feed)
+        return {n: None if v == "null" else conv[t](v) for (n, t), v in zip(cols, values, strict=True)}
+
+    return parse
+
+
+class _Scorer:
+    """The score_transaction Lambda locally, fed like its Kinesis event source mapping: every
+    `window_ms`, whatever enriched rows have arrived (up to `batch` per call) go to
+    `process_batch` with the local store and a local endpoint (benchmarks/bench_scoring.py's
+    set-up); a decision's time is when its batch returns."""
+
+    def __init__(self, tmp: Path, window_ms: int, batch: int) -> None:
+        import numpy as np
+
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import bench_scoring
+
+        from lambdas.score_transaction import handler as score
+        from training.endpoint_client import LocalSageMakerRuntime
+        from training.serve import LocalEndpointServer
+
+        print("scoring path: populating the local store and training a model ...", flush=True)
+        self.store, model = bench_scoring.setup(tmp, np.random.default_rng(0))
+        self.server = LocalEndpointServer(model).start()
+        self.runtime = LocalSageMakerRuntime({bench_scoring.spec.ENDPOINT_NAME: self.server.url})
+        self.kinesis = bench_scoring.NullKinesis()
+        self.score, self.cfg = score, score.Config(failure_queue_url="local")
+        self.window, self.batch = window_ms / 1000.0, batch
+        self.queue: list[dict] = []
+        self.lock = threading.Lock()
+        self.decided: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.seq = 1
+
+    def put(self, row: dict) -> None:
+        with self.lock:
+            self.queue.append(row)
+
+    def _run(self) -> None:
+        import contextlib
+        import io
+
+        from lambdas import common
+
+        while not self.stop.is_set():
+            time.sleep(self.window)
+            with self.lock:
+                rows, self.queue = self.queue, []
+            for k in range(0, len(rows), self.batch):
+                part = rows[k : k + self.batch]
+                event = common.kinesis_event(part, start_sequence=self.seq)
+                self.seq += len(part)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.score.process_batch(
+                        event,
+                        featurestore=self.store,
+                        runtime=self.runtime,
+                        kinesis=self.kinesis,
+                        sqs=None,
+                        config=self.cfg,
+                        on_decisions=self._decided,
+                    )
+
+    def _decided(self, decisions: list[dict]) -> None:
+        t = time.time()
+        for d in decisions:
+            seq, sent = d["tid"][1:].split("-")
+            self.decided[int(seq)] = t - int(sent) / 1e9
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.server.stop()
+        self.store.close()
+
+
 def latency(args: argparse.Namespace) -> dict:
+    import subprocess
+
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="bench-flink-lat-") as tmp:
@@ -151,12 +248,15 @@ def latency(args: argparse.Namespace) -> dict:
             "--monitor-interval",
             f"{args.monitor_ms} ms",
             "--watermark-seconds",
-            str(DEFAULT_WATERMARK_SECONDS),
+            str(args.watermark_seconds),
+            "--execution-mode",
+            args.execution_mode,
         ]
+        scorer = _Scorer(tmp_path, args.batching_window_ms, args.batch_size) if args.end_to_end else None
+        parse_row = _print_row_parser()
         received: dict[int, float] = {}
-        import subprocess
-
         proc = start_job(src, "print", tmp_path / "job.log", job_args, stdout=subprocess.PIPE)
+        cpu0 = [0.0]
 
         def reader() -> None:
             for line in proc.stdout:  # "+I[s<seq>-<sent_ns>, ...]"
@@ -166,51 +266,90 @@ def latency(args: argparse.Namespace) -> dict:
                 if i >= 0:
                     tid = text[i + 2 : text.index(",", i)]
                     received[int(tid.split("-")[0])] = t - int(tid.split("-")[1]) / 1e9
+                    if scorer is not None:
+                        row = parse_row(text)
+                        if row is not None:
+                            scorer.put(row)
 
         th = threading.Thread(target=reader, daemon=True)
         th.start()
+        if scorer is not None:
+            scorer.thread.start()
         try:
             # Warm-up: wait until the job answers (start-up is not latency).
             seq, rng = 0, np.random.default_rng(0)
-            deadline = time.time() + 240
+            deadline = time.time() + 300
             while not received and time.time() < deadline:
                 seq = _feed(src, seq, 20, rng)
                 time.sleep(0.5)
             if not received:
-                raise FlinkJobError(f"no output within 240 s (log {tmp_path / 'job.log'})")
-            time.sleep(DEFAULT_WATERMARK_SECONDS + 2)
+                raise FlinkJobError(f"no output within 300 s (log {tmp_path / 'job.log'})")
+            time.sleep(args.watermark_seconds + 2)
             first = seq
             period = 0.05
             per_tick = max(1, round(args.rate * period))
-            t_end = time.time() + args.seconds
-            next_tick = time.time()
+            load_before = round(os.getloadavg()[0], 2)
+            cpu0[0] = _group_cpu_seconds(proc.pid)
+            t_start = time.time()
+            t_end = t_start + args.seconds
+            next_tick = t_start
             while time.time() < t_end:
                 seq = _feed(src, seq, per_tick, rng)
                 next_tick += period
                 time.sleep(max(0.0, next_tick - time.time()))
             last = seq
-            time.sleep(DEFAULT_WATERMARK_SECONDS + 5)
-            _feed(src, seq, per_tick, rng)  # pushes the watermark past the last measured events
-            time.sleep(3)
+            fed_s = time.time() - t_start
+            cpu_used = _group_cpu_seconds(proc.pid) - cpu0[0]
+            # Keep the stream going (as live traffic would) so the watermark passes the last events.
+            t_tail = time.time() + args.watermark_seconds + 10
+            while time.time() < t_tail:
+                seq = _feed(src, seq, per_tick, rng)
+                time.sleep(period)
+            time.sleep(2)
         finally:
             stop_job(proc, grace=0)
+            if scorer is not None:
+                scorer.close()
         lat = [received[s] for s in range(first, last) if s in received]
+        e2e = [scorer.decided[s] for s in range(first, last) if s in scorer.decided] if scorer else []
     if not lat:
         sys.exit("bench_flink: no latency samples")
-    q = np.percentile(np.array(lat) * 1000, [50, 95, 99])
-    return {
+
+    def pct(values: list[float]) -> dict:
+        q = np.percentile(np.array(values) * 1000, [50, 95, 99])
+        return {
+            "p50": round(q[0], 1),
+            "p95": round(q[1], 1),
+            "p99": round(q[2], 1),
+            "max": round(max(values) * 1000, 1),
+        }
+
+    result = {
         "benchmark": "flink_job_latency_local",
         "emit": args.emit,
+        "execution_mode": args.execution_mode,
         "rate_events_per_second": args.rate,
+        "achieved_feed_rate": round((last - first) / fed_s),
         "seconds": args.seconds,
-        "events_measured": len(lat),
         "events_sent": last - first,
-        "watermark_seconds": DEFAULT_WATERMARK_SECONDS,
+        "events_measured": len(lat),
+        "watermark_seconds": args.watermark_seconds,
         "source_monitor_interval_ms": args.monitor_ms,
-        "arrival_to_emission_ms": {"p50": round(q[0], 1), "p95": round(q[1], 1), "p99": round(q[2], 1)},
+        "arrival_to_emission_ms": pct(lat),
+        "job_cpu_seconds_while_feeding": round(cpu_used, 1),
+        "load_average_1m_before": load_before,
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if scorer is not None:
+        result["end_to_end"] = {
+            "what": "send -> Flink -> score_transaction.process_batch (local store, local endpoint) returned",
+            "batching_window_ms": args.batching_window_ms,
+            "batch_size": args.batch_size,
+            "events_decided": len(e2e),
+            "send_to_decision_ms": pct(e2e) if e2e else None,
+        }
+    return result
 
 
 def _feed(src: Path, seq: int, n: int, rng) -> int:
@@ -239,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=2000, help="events/s fed in the latency run")
     ap.add_argument("--seconds", type=int, default=60, help="length of the latency run")
     ap.add_argument("--monitor-ms", type=int, default=100, help="source directory polling interval")
+    ap.add_argument("--watermark-seconds", type=int, default=DEFAULT_WATERMARK_SECONDS)
+    ap.add_argument(
+        "--end-to-end", action="store_true", help="latency: also score every row with the scoring handler"
+    )
+    ap.add_argument("--batching-window-ms", type=int, default=200, help="end to end: scorer polling period")
+    ap.add_argument("--batch-size", type=int, default=100, help="end to end: records per handler call")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     try:

@@ -161,6 +161,20 @@ class CardState:
         self.cleanup_at = cleanup_timer_ms(ts_ms, self.settings)
         return self.cleanup_at
 
+    def tidy(self, watermark_ms: int) -> int | None:
+        """After the card changed (the job calls it after emitting): forget events older than the
+        retention behind the watermark now, as the clean-up timer would (keeping the last
+        `keep_last`), and return a clean-up timer only when the card still holds more than
+        `keep_last` events and none is armed: one timer for the whole excess, when its newest event
+        leaves the retention (a card that is touched again is tidied then, without a timer)."""
+        s = self.settings
+        self.history.drop_before((watermark_ms - s.retention_ms) / 1000.0, keep_last=s.keep_last)
+        times = self.history.times
+        if self.cleanup_at is not None or len(times) <= s.keep_last:
+            return None
+        self.cleanup_at = cleanup_timer_ms(math.ceil(times[-s.keep_last - 1] * 1000), s)
+        return self.cleanup_at
+
     def _features(self, ts: float) -> tuple:
         values = self.history.streaming(ts, self.compiled)  # type: ignore[arg-type]
         return tuple(values[name] for name in self.compiled.streaming_features)
@@ -213,8 +227,10 @@ class CardState:
         times = self.history.times
         if len(times) > self.settings.keep_last:
             # drop_before left either only the last `keep_last` or events at/after the cut: the
-            # oldest one is then droppable next, when it falls out of the retention (> now).
-            self.cleanup_at = cleanup_timer_ms(int(times[0] * 1000), self.settings)
+            # whole excess is droppable when its newest event leaves the retention (> now).
+            self.cleanup_at = cleanup_timer_ms(
+                math.ceil(times[-self.settings.keep_last - 1] * 1000), self.settings
+            )
         return self.cleanup_at
 
     def is_empty(self) -> bool:

@@ -62,6 +62,16 @@ def test_source_event_time_never_ahead_of_the_bound():
     assert "PARTITIONED BY" not in sql.sink_ddl(conn)
 
 
+def test_job_reads_the_key_in_sql_and_the_event_time_like_the_source():
+    q = sql.source_query()
+    assert q.startswith("SELECT COALESCE(TRY_CAST(JSON_VALUE(`raw`, '$.cc_num') AS BIGINT), ")
+    assert "`rowtime`" not in q  # the event time is recomputed in Python (no datetime per event)
+    # CAST(ROUND(ts * 1000) AS BIGINT): half up, where Python's round() would round half to even.
+    assert keyed.event_time_ms(1_580_515_200.0625) == 1_580_515_200_063
+    assert keyed.event_time_ms(1_580_515_200.0615) == 1_580_515_200_062  # x = ...061.5: up
+    assert keyed.event_time_ms(T0) == round(T0 * 1000) and keyed.event_time_ms(0.0) == 0
+
+
 BAD_RECORDS: list[str] = [
     "not json at all",
     "[1, 2]",
