@@ -13,7 +13,7 @@ directory registry and a local HTTP endpoint. Everything lands in `--work-dir`:
     endpoint/                   deployed.json, server.log (the running local endpoint)
     replay/                     streaming replay of the test window (decisions, rejects)
 
-Exit codes: 0 done; 1 a step failed (one line: bad input, quality gate, deploy refused); 130 Ctrl-C,
+Exit codes: 0 done; 1 a step failed (one line: quality gate, deploy refused); 2 bad input; 130 Ctrl-C,
 143 SIGTERM, both after stopping what the step started (Spark JVM, Flink job, a half-started
 endpoint); rerunning the same command starts over (docs/reliability.md).
 """
@@ -41,7 +41,7 @@ from pipeline.local.signals import (
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
 from processing.simulate import DEFAULT_PROFILE, FULL_ROWS, PROFILES
-from shared.errors import RunFailed
+from shared.errors import EXIT_USAGE, RunFailed, UserError
 
 DEFAULT_WORK_DIR = Path("work/local")
 DEPLOYED_FILE = "deployed.json"
@@ -49,6 +49,12 @@ DEPLOYED_FILE = "deployed.json"
 
 class StepFailed(RunFailed, RuntimeError):
     """A step failed for a reason the user can act on (printed as one line, exit 1)."""
+
+
+class BadInput(StepFailed):
+    """A step refused the user's input or arguments (one line, exit 2 like every bad input)."""
+
+    exit_code = EXIT_USAGE
 
 
 class StepInterrupted(BaseException):
@@ -158,13 +164,13 @@ def check_parquet_columns(path: Path) -> None:
     try:
         schema = ds.dataset(path, format="parquet").schema
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise StepFailed(f"--transactions {path}: not readable as Parquet: {_one_line(exc, 200)}") from None
+        raise BadInput(f"--transactions {path}: not readable as Parquet: {_one_line(exc, 200)}") from None
     for name, kinds in _COLUMN_KINDS.items():
         if name not in schema.names:
             continue  # the Spark job names missing columns itself
         kind = _arrow_kind(schema.field(name).type)
         if kind not in kinds:
-            raise StepFailed(
+            raise BadInput(
                 f"--transactions {path}: column {name!r} has type {schema.field(name).type}, "
                 f"expected {' or '.join(kinds)}"
             )
@@ -215,8 +221,13 @@ def _timed(report: RunReport, index: int, total: int, name: str, step: Callable[
     start = time.perf_counter()
     try:
         detail = step()
+    except UserError as exc:  # the step's own user error: keep its exit code (2 bad input, 1 run failed)
+        if isinstance(exc, StepFailed):
+            raise
+        failed = BadInput if exc.exit_code == EXIT_USAGE else StepFailed
+        raise failed(f"{name}: {_one_line(exc)}") from exc
     except (ValueError, LookupError, OSError) as exc:  # bad input or data: the step's own message says what
-        raise StepFailed(f"{name}: {_one_line(exc)}") from exc
+        raise BadInput(f"{name}: {_one_line(exc)}") from exc
     except (KeyboardInterrupt, Terminated) as exc:
         raise StepInterrupted(name, exc) from None
     seconds = time.perf_counter() - start
@@ -240,7 +251,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
         if args.transactions:
             path = Path(args.transactions)
             if not path.exists():
-                raise StepFailed(f"--transactions {path}: no such file or directory")
+                raise BadInput(f"--transactions {path}: no such file or directory")
             check_parquet_columns(path)
             state["transactions"] = path
             return f"using {path}"
@@ -400,13 +411,13 @@ def _one_line(exc: BaseException, limit: int = 400) -> str:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    """Exit 0, 1 (a step failed: one line), 130 (Ctrl-C) or 143 (SIGTERM); see docs/reliability.md."""
+    """Exit 0, 1 (a step failed: one line), 2 (bad input: one line), 130 (Ctrl-C) or 143 (SIGTERM)."""
     try:
         with terminate_as_exception():
             report = run_local(args)
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except StepInterrupted as exc:
         stop_descendants(keep=is_endpoint_server)  # the Spark JVM and its workers; Flink is stopped by replay
         print(

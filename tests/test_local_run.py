@@ -93,7 +93,7 @@ def test_local_run_rejects_missing_file(tmp_path: Path) -> None:
         str(tmp_path / "w"),
         "--no-stream",
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input (docs/design.md, exit codes)
     assert (
         result.stderr.strip() == f"error: --transactions {tmp_path / 'nope.csv'}: no such file or directory"
     )
@@ -101,15 +101,16 @@ def test_local_run_rejects_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.xdist_group("e2e")
 def test_local_run_on_too_short_history_fails_with_one_line(tmp_path: Path) -> None:
-    """Ten days of data leave the train split empty: the run says so instead of a traceback."""
+    """Three days cannot be split (one day per period is the minimum): one line naming it, exit 2."""
     from processing.simulate import simulate
 
     csv = tmp_path / "short.csv"
-    simulate(rows=3000, seed=1, start="2020-01-01", end="2020-01-11").to_csv(csv, index=False)
+    simulate(rows=3000, seed=1, start="2020-01-01", end="2020-01-04").to_csv(csv, index=False)
     result = run_cli("local", "--transactions", str(csv), "--work-dir", str(tmp_path / "w"), "--no-stream")
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "at least 4" in last, last
 
 
 # --- issue 9: deployment, quality gate, interrupts, input errors ---------------------------------
@@ -301,10 +302,10 @@ def test_local_run_refuses_nested_or_binary_parquet_columns_in_one_line(tmp_path
             f"{expected}"
         )
     check_parquet_columns(tmp_path / "none.csv")  # CSV is all text: nothing to check
-    # Through the CLI: one line, exit 1, no traceback.
+    # Through the CLI: one line, exit 2 (bad input), no traceback.
     path = tmp_path / "struct.parquet"
     result = run_cli("local", "--transactions", str(path), "--work-dir", str(tmp_path / "w"), "--no-stream")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: --transactions {path}: column 'amount' has type struct<dollars: double>, "
         "expected integer or floating or decimal or string"
