@@ -238,6 +238,68 @@ def render() -> dict[str, Any]:
     return summary
 
 
+MACHINE_RSS_MB = 20 * 1024
+"""What one job may use on this 24 GiB machine with the OS and a second user's work beside it."""
+STUDY_EVENTS_PER_S = FULL_ROWS / (152 * 86400)
+"""The study's average rate: 5.4 M transactions over 152 days (0.41 events/s)."""
+
+
+def _at(points: list[dict[str, Any]], step: str, scale: float) -> dict[str, Any] | None:
+    return next(
+        (p for p in points if p["step"] == step and p["scale"] == scale and p["exit_code"] == 0), None
+    )
+
+
+def markdown(summary: dict[str, Any]) -> list[str]:
+    """docs/benchmarks.md section: table, exponents, limits of this machine, AWS sizing on paper."""
+    points = summary["points"]
+    scales = sorted({p["scale"] for p in points})
+    out = ["## Cost curves, 0.25x .. 4x the study's size (`benchmarks/bench_scale.py`)", "",
+           "Every step as its own process tree, cards scaled with rows (~540 transactions per card). "
+           "Wall s / CPU s (all processes of the tree) / peak RSS MiB (sum over the tree). The machine was shared "
+           "(1-minute load average per point in `benchmarks/results/scale/*.json`), so wall times are inflated and "
+           "CPU seconds are the steadier figure. Flink and scoring process the test window's events "
+           "(the last 14 days, what `local` replays).", "",
+           "![cost curves](cost_curves.png)", "",
+           "| step | " + " | ".join(f"{s:g}x ({FULL_ROWS * s / 1e6:.2f} M)" for s in scales) + " |",
+           "| --- |" + " --- |" * len(scales)]  # fmt: skip
+    for step in STEPS:
+        cells = []
+        for sc in scales:
+            p = next((q for q in points if q["step"] == step and q["scale"] == sc), None)
+            if p is None:
+                cells.append("not run")
+            elif p["exit_code"] != 0:
+                cells.append(f"failed (exit {p['exit_code']})")
+            else:
+                cells.append(f"{p['wall_s']:.0f} / {p['cpu_s']:.0f} / {p['peak_rss_mb']:,}")
+        out.append(f"| {step} | " + " | ".join(cells) + " |")
+    out += ["", "Growth exponents (t ~ size^k; per doubling, then the least-squares fit over all points):", "",
+            "| step | CPU s | wall s | peak RSS |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for step in STEPS:
+        fits = [summary[k].get(step) for k in ("exponent_cpu", "exponent_wall", "exponent_rss")]
+        if fits[0] is None:
+            continue
+        out.append(
+            f"| {step} | "
+            + " | ".join(", ".join(f"{k} {v}" for k, v in f.items()) if f else "-" for f in fits)
+            + " |"
+        )
+    out += ["", "Where this machine runs out (peak RSS extrapolated with its fitted exponent to "
+            f"{MACHINE_RSS_MB // 1024} GiB, what one job can have beside the OS and another user):", ""]  # fmt: skip
+    top = max(scales) if scales else 4.0
+    for step in STEPS:
+        p = _at(points, step, top)
+        k = summary["exponent_rss"].get(step, {}).get("overall")
+        if p is None or not k or k <= 0.05:
+            continue
+        limit = top * (MACHINE_RSS_MB / p["peak_rss_mb"]) ** (1 / k)
+        out.append(f"- {step}: {p['peak_rss_mb']:,} MiB at {top:g}x, exponent {k} -> ~{limit:.0f}x "
+                   f"({limit * FULL_ROWS / 1e6:,.0f} M rows).")  # fmt: skip
+    out += [""]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", default=",".join(f"{s:g}" for s in SCALES))

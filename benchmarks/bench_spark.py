@@ -39,13 +39,63 @@ RESULTS = REPO / "benchmarks" / "results" / "spark.json"
 TARGET = 0.5
 
 
+def summarize(runs: dict[str, list[dict]], rows: int) -> dict:
+    """Medians, ratios and pair ratios of the (baseline, job) runs recorded so far."""
+
+    def med(name: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[name]), 2)
+
+    ratio_wall = med("job", "wall_s") / med("baseline", "wall_s")
+    ratio_cpu = med("job", "cpu_s") / med("baseline", "cpu_s")
+    pair_ratios = [
+        round(j["wall_s"] / b["wall_s"], 3) for b, j in zip(runs["baseline"], runs["job"], strict=True)
+    ]
+    return {
+        "rows": rows,
+        "runs_each": min(len(runs["baseline"]), len(runs["job"])),
+        "baseline": {
+            "median_wall_s": med("baseline", "wall_s"),
+            "median_cpu_s": med("baseline", "cpu_s"),
+            "median_peak_rss_mb": med("baseline", "peak_rss_mb"),
+            "runs": runs["baseline"],
+        },
+        "job": {
+            "median_wall_s": med("job", "wall_s"),
+            "median_cpu_s": med("job", "cpu_s"),
+            "median_peak_rss_mb": med("job", "peak_rss_mb"),
+            "runs": runs["job"],
+        },
+        "ratio_wall": round(ratio_wall, 3),
+        "ratio_cpu": round(ratio_cpu, 3),
+        "pair_ratios_wall": pair_ratios,
+        "target_ratio": TARGET,
+        "meets_target": ratio_wall <= TARGET,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=FULL_ROWS)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=3, help="pairs (baseline, job); median of each")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--from-partial",
+        action="store_true",
+        help="summarise the runs an interrupted run left in *.partial.json",
+    )
     args = parser.parse_args(argv)
+    if args.from_partial:
+        partial = Path(args.out).with_suffix(".partial.json")
+        runs_done = json.loads(partial.read_text())
+        n = min(len(runs_done["baseline"]), len(runs_done["job"]))
+        result = summarize({k: v[:n] for k, v in runs_done.items()}, args.rows)
+        result["note"] = f"interrupted after {n} pair(s) of the {args.runs} planned"
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k not in ("baseline", "job")}, indent=2))
+        return 0
     py = sys.executable
     runs: dict[str, list[dict]] = {"baseline": [], "job": []}
     with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
@@ -74,37 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.out).with_suffix(".partial.json").write_text(json.dumps(runs, indent=2) + "\n")
 
-    def med(name: str, key: str) -> float:
-        return round(statistics.median(r[key] for r in runs[name]), 2)
-
-    ratio_wall = med("job", "wall_s") / med("baseline", "wall_s")
-    ratio_cpu = med("job", "cpu_s") / med("baseline", "cpu_s")
-    pair_ratios = [
-        round(j["wall_s"] / b["wall_s"], 3) for b, j in zip(runs["baseline"], runs["job"], strict=True)
-    ]
-    result = {
-        "rows": args.rows,
-        "runs_each": args.runs,
-        "baseline": {
-            "median_wall_s": med("baseline", "wall_s"),
-            "median_cpu_s": med("baseline", "cpu_s"),
-            "median_peak_rss_mb": med("baseline", "peak_rss_mb"),
-            "runs": runs["baseline"],
-        },
-        "job": {
-            "median_wall_s": med("job", "wall_s"),
-            "median_cpu_s": med("job", "cpu_s"),
-            "median_peak_rss_mb": med("job", "peak_rss_mb"),
-            "runs": runs["job"],
-        },
-        "ratio_wall": round(ratio_wall, 3),
-        "ratio_cpu": round(ratio_cpu, 3),
-        "pair_ratios_wall": pair_ratios,
-        "target_ratio": TARGET,
-        "meets_target": ratio_wall <= TARGET,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    result = summarize(runs, args.rows)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in result.items() if k not in ("baseline", "job")}, indent=2))

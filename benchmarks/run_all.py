@@ -25,12 +25,38 @@ DOC = REPO / "docs" / "benchmarks.md"
 
 BENCHMARKS: dict[str, list[str]] = {
     "simulator": ["benchmarks/bench_simulator.py"],
-    "spark": ["benchmarks/bench_spark.py", "--runs", "1"],
+    "spark": ["benchmarks/bench_spark.py", "--runs", "3"],
     "model": ["benchmarks/run_all.py", "--model-run"],
     "endpoint": ["benchmarks/bench_endpoint.py"],
     "flink": ["benchmarks/bench_flink.py"],
     "scoring": ["benchmarks/bench_scoring.py"],
+    # Long (about an hour on an idle 2-core machine): every step at 0.25x .. 4x the study's size.
+    "scale": ["benchmarks/bench_scale.py"],
 }
+
+
+def spark_section(spark: dict[str, Any]) -> list[str]:
+    """The job against the study-style baseline, same run (benchmarks/bench_spark.py)."""
+    if "ratio_wall" not in spark:  # a result file of the earlier single-run format
+        return []
+    b, j = spark["baseline"], spark["job"]
+    loads = [r["loadavg_1m"] for r in b["runs"] + j["runs"]]
+    lo, hi = min(x for pair in loads for x in pair), max(x for pair in loads for x in pair)
+    median_job = sorted(j["runs"], key=lambda r: r["wall_s"])[len(j["runs"]) // 2]
+    phases = ", ".join(f"{k} {v} s" for k, v in median_job["phases_s"].items() if k != "total")
+    return [
+        "## Spark job against the study's approach (`benchmarks/bench_spark.py`)", "",
+        f"- {spark['rows']:,} rows, `local[2]`, {spark['runs_each']} alternating pairs, each run a fresh process and JVM "
+        f"(1-minute load average {lo}..{hi} during the runs; {spark['measured_at']}).",
+        f"- Study-style baseline (`benchmarks/study_baseline.py`: one query, 10-minute and 1-week RANGE windows, ratios, CSV): "
+        f"median **{b['median_wall_s']} s** wall, {b['median_cpu_s']} CPU-s, peak RSS {b['median_peak_rss_mb']:.0f} MiB.",
+        f"- `processing/aggregate.py` (7 declared aggregations, 2 recency features, 3 ratios; features Parquet, training CSV, "
+        f"snapshot table, ingestion of {median_job['records_ingested']:,} records): median **{j['median_wall_s']} s** wall, "
+        f"{j['median_cpu_s']} CPU-s, peak RSS {j['median_peak_rss_mb']:.0f} MiB.",
+        f"- Ratio job / baseline: **{spark['ratio_wall']}x** wall (pairs: {', '.join(map(str, spark['pair_ratios_wall']))}), "
+        f"{spark['ratio_cpu']}x CPU; target <= {spark['target_ratio']}x: {'met' if spark['meets_target'] else '**not met**'}.",
+        f"- Job phases (median run, seconds): {phases}.", "",
+    ]  # fmt: skip
 
 
 def model_run(work_dir: Path) -> dict[str, Any]:
@@ -87,13 +113,11 @@ def render() -> str:
                 f"- {sim['rows']:,} transactions: generate {sim['generate_s']} s, + Parquet {sim['total_parquet_s']} s total, "
                 f"+ CSV {sim['total_csv_s']} s total (target < 15 s; the original Faker generator needs ~100 s of CPU).", ""]  # fmt: skip
     if spark := load("spark"):
-        cold = spark["runs"][0]
-        phases = ", ".join(f"{k} {v} s" for k, v in cold["phases_s"].items())
-        out += ["## Spark job (`benchmarks/bench_spark.py`)", "",
-                f"- {spark['rows']:,} rows, {spark['cards']:,} cards on `local[2]`, fresh JVM: **{spark['total_wall_s_cold']} s** "
-                f"including the {spark['spark_session_start_s']} s session start (aggregation + training data + snapshots + ingestion "
-                f"of {spark['records_ingested']:,} records).",
-                f"- Phases: {phases}.", "- Original study's aggregation alone: ~50 s on this machine.", ""]  # fmt: skip
+        out += spark_section(spark)
+    if scale := load("scale"):
+        from benchmarks.bench_scale import markdown as scale_markdown
+
+        out += scale_markdown(scale)
     if model := load("model"):
         m = model["test_metrics"]
         out += ["## Model on the default simulated data (`benchmarks/run_all.py --only model`)", "",
