@@ -199,7 +199,7 @@ class _Scorer:
         import contextlib
         import io
 
-        from lambdas import common
+        from lambdas.testing import kinesis_event
 
         while not self.stop.is_set():
             time.sleep(self.window)
@@ -207,7 +207,7 @@ class _Scorer:
                 rows, self.queue = self.queue, []
             for k in range(0, len(rows), self.batch):
                 part = rows[k : k + self.batch]
-                event = common.kinesis_event(part, start_sequence=self.seq)
+                event = kinesis_event(part, start_sequence=self.seq)
                 self.seq += len(part)
                 with contextlib.redirect_stdout(io.StringIO()):
                     self.score.process_batch(

@@ -11,7 +11,7 @@ The stream Lambdas' plumbing lives in one module per concern:
 
 Handlers import those modules directly; infra/package.py packs only what a handler imports, so
 this module (which re-exports the test-event builder) stays out of the zips. New code should
-import the concern modules; this one serves streaming/replay.py and benchmarks/bench_flink.py.
+import the concern modules; this one serves streaming/replay.py (whose owner can switch it over).
 """
 
 from __future__ import annotations

@@ -92,17 +92,17 @@ BAD_RECORDS: list[str] = [
 
 
 def test_parse_rejects_what_the_lambdas_reject():
-    from lambdas import common
+    from lambdas.records import MalformedRecord, parse_event
 
     for raw in BAD_RECORDS:
         fields, reason = parse.parse(raw)
         assert fields is None and reason, raw
-        with pytest.raises(common.MalformedRecord):
-            common.parse_event(raw)
+        with pytest.raises(MalformedRecord):
+            parse_event(raw)
     good = {"tid": "g", "cc_num": 4e15, "amount": 3, "trans_ts": T0, "merchant": 12, "fraud_label": 1}
     fields, reason = parse.parse(json.dumps(good))
     assert reason is None and fields == ("g", 4_000_000_000_000_000, 3.0, T0, "12", None, 1)
-    assert common.parse_event(json.dumps(good))["cc_num"] == fields[1]
+    assert parse_event(json.dumps(good))["cc_num"] == fields[1]
     assert parse.card_of(json.dumps(good)) == fields[1] and parse.card_of("not json") == 0
 
 
