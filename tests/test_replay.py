@@ -226,8 +226,12 @@ def test_transactions_to_events_window_and_bounded_shuffle(tmp_path):
     capped = events_mod.transactions_to_events(
         df, tmp_path / "cap.jsonl", start=D0 + 100, max_events=7, warmup_seconds=0
     )
-    rows = [json.loads(x) for x in (tmp_path / "cap.jsonl").read_text().splitlines()]
+    every = [json.loads(x) for x in (tmp_path / "cap.jsonl").read_text().splitlines()]
+    rows = [r for r in every if not r.get("warmup")]
     assert capped["events"] == 7 and [r["tid"] for r in rows] == [f"t{i}" for i in range(50, 57)]
+    # Without a warm-up window, recency still needs each card's last events before the start.
+    nth = spec.SPEC.max_recency_nth
+    assert {r["tid"] for r in every if r.get("warmup")} == {f"t{i}" for i in range(50 - 7 * nth, 50)}
 
 
 def test_max_events_cuts_on_a_timestamp_boundary(tmp_path):
