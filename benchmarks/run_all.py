@@ -22,6 +22,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 BENCHMARKS: dict[str, list[str]] = {
     "simulator": ["benchmarks/bench_simulator.py"],
@@ -118,6 +120,9 @@ def render() -> str:
         from benchmarks.bench_scale import markdown as scale_markdown
 
         out += scale_markdown(scale)
+    notes = REPO / "benchmarks" / "performance_notes.md"
+    if notes.exists():  # the prose (profile, what changed, sizing on paper) kept next to the scripts
+        out += [notes.read_text().rstrip(), ""]
     if model := load("model"):
         m = model["test_metrics"]
         out += ["## Model on the default simulated data (`benchmarks/run_all.py --only model`)", "",

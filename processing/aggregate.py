@@ -46,6 +46,9 @@ from shared.errors import UserError
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 SPLITS = ("train", "validation", "test")
+BROADCAST_GRID_ROWS = 8_000_000
+"""Up to this many snapshot rows (cards x training days) the grid is broadcast into the training
+rows (no shuffle of the rows); beyond (e.g. 100x the study's cards) a shuffle join does it."""
 BASE_COLUMNS = ("tid", "datetime", spec.EVENT_TIME, spec.CARD_ID, spec.AMOUNT, spec.LABEL)
 
 
@@ -394,7 +397,7 @@ def direct_snapshot(tx: DataFrame, cutoff_day: int, fs: spec.FeatureSpec = spec.
 
 
 def training_rows(
-    tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC, grid: DataFrame | None = None
+    tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC, grid: DataFrame | None = None, broadcast: bool = True
 ) -> DataFrame:
     """Transactions (with `day`) plus every declared feature of `fs` and its ratios.
 
@@ -414,7 +417,9 @@ def training_rows(
             grid = snapshot_grid(tx, int(span["lo"]), int(span["hi"]), fs)
     rows = tx.select("*", *streaming_columns(fs))
     snap = grid.select(spec.CARD_ID, "day", *fs.snapshot_features)
-    rows = rows.join(F.broadcast(snap), [spec.CARD_ID, "day"], "left")
+    if broadcast:  # the grid is small next to the rows (cards x days); a shuffle join otherwise
+        snap = F.broadcast(snap)
+    rows = rows.join(snap, [spec.CARD_ID, "day"], "left")
     return rows.select("*", *(F.expr(spec.ratio_sql(r)).alias(r.name) for r in fs.ratios))
 
 
@@ -733,8 +738,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Windows over all rows first (the warm-up days feed them), then drop the warm-up days.
     # `datetime` is re-derived after the shuffle: one column less through the sort.
     in_splits = grid.where(F.col("day") >= train_start)
+    grid_rows = n_cards * max(0, end_day - train_start + 1)
     rows = (
-        training_rows(tx.drop("datetime"), fs, grid=in_splits)
+        training_rows(tx.drop("datetime"), fs, grid=in_splits, broadcast=grid_rows <= BROADCAST_GRID_ROWS)
         .withColumn("split", split)
         .where(F.col("split").isNotNull())
     )
