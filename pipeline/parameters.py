@@ -23,8 +23,13 @@ class ParameterSpec:
 
 DEFAULT_PREFIX = "fraud-detection"
 """Key prefix of everything the pipeline reads and writes in the artifact bucket."""
-DEFAULT_MIN_PR_AUC = 0.75
-"""Quality gate on test pr_auc, the same on AWS (MinPrAuc) and locally (--min-pr-auc)."""
+DEFAULT_MIN_PR_AUC = 0.70
+"""Quality gate on test pr_auc, the same on AWS (MinPrAuc) and locally (--min-pr-auc).
+
+Set from what the study's data yields (docs/features.md): 0.795-0.797 at full scale (two seeds),
+0.739-0.752 on 40 days with the shortened splits, 0.684 for the study's own four features. 0.70 passes
+every sound run measured, with about 4 seed-to-seed standard deviations (~0.01) to spare on the
+shortest, and fails a model that does not beat the study's four-feature model."""
 DEFAULT_SPLIT_DAYS = 14
 """Default length of the history, validation and test periods (processing/aggregate.py's defaults)."""
 

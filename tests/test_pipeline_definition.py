@@ -117,7 +117,7 @@ def test_parameters_exact_names_types_defaults(definition):
         )
     )
     assert params["ProcessingInstanceCount"]["Type"] == "Integer"
-    assert params["MinPrAuc"] == {"Name": "MinPrAuc", "Type": "Float", "DefaultValue": 0.75}
+    assert params["MinPrAuc"] == {"Name": "MinPrAuc", "Type": "Float", "DefaultValue": 0.70}
     assert params["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
     assert params["EndpointName"]["DefaultValue"] == spec.ENDPOINT_NAME
     assert params["SnapshotDate"]["DefaultValue"] == ""
