@@ -68,7 +68,9 @@ def full() -> pd.DataFrame:
 
 def _chains(frame: pd.DataFrame) -> pd.DataFrame:
     """Fraud rows with their chain id (per card, consecutive fraud rows <= 120 s apart) and position."""
-    fraud = frame[frame["fraud_label"] == 1].assign(ts=lambda f: f["datetime"].dt.as_unit("s").astype("int64"))
+    fraud = frame[frame["fraud_label"] == 1].assign(
+        ts=lambda f: f["datetime"].dt.as_unit("s").astype("int64")
+    )
     fraud = fraud.sort_values(["cc_num", "ts"], kind="stable")
     gap = fraud.groupby("cc_num")["ts"].diff()
     chain = (gap.isna() | (gap > sim.GAP_MAX_S)).cumsum()

@@ -25,9 +25,7 @@ N_FEATURES = len(spec.MODEL_FEATURES)
 def synthetic(n: int, seed: int, positive_rate_shift: float = -4.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and features with a learnable signal (feature 3 ~ count_ratio drives fraud)."""
     rng = np.random.default_rng(seed)
-    x = np.column_stack(
-        [rng.lognormal(3, 1, n), *(rng.exponential(1, n) for _ in range(N_FEATURES - 1))]
-    )
+    x = np.column_stack([rng.lognormal(3, 1, n), *(rng.exponential(1, n) for _ in range(N_FEATURES - 1))])
     logit = positive_rate_shift + 1.5 * x[:, 3] + 0.5 * x[:, 1]
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     return y, x
