@@ -23,10 +23,7 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +34,7 @@ from typing import Any
 from features import spec
 from lambdas import common
 from shared.errors import UserError
+from streaming import launch
 from streaming.sql import DEFAULT_WATERMARK_SECONDS
 
 RAW_FIELD = spec.REJECTED_RAW_FIELD  # set by the Flink job on records it could not place
@@ -45,7 +43,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
 DEFAULT_BATCH_SIZE = 100
 MAX_REDELIVERIES = 3
-FLINK_STOP_SECONDS = 10.0
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -188,13 +185,6 @@ class SnapshotPublisher:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def flink_python() -> str:
-    exe = os.environ.get("FLINK_PYTHON") or str(REPO_ROOT / ".venv-flink" / "bin" / "python")
-    if not Path(exe).exists():
-        raise ReplayError(f"PyFlink environment not found at {exe}: run `make install` (or set FLINK_PYTHON)")
-    return exe
-
-
 def run_flink(
     source: Path,
     sink: Path,
@@ -204,85 +194,22 @@ def run_flink(
     parallelism: int | None = None,
     timeout: float | None = None,
 ) -> float:
-    """The Flink job as a subprocess in its own venv (its pins clash with the main one); wall seconds.
-
-    The replay, the Flink tests and the Flink benchmark all launch the job through here."""
+    """The Flink job as a subprocess of its own venv (its pins clash with the main one), in its own
+    process group, killed with everything in it on any exit of ours (streaming/launch.py); wall seconds."""
     if sink.exists():
         shutil.rmtree(sink)
-    cmd = [
-        flink_python(),
-        str(REPO_ROOT / "streaming" / "job.py"),
-        "--source-path",
-        str(source),
-        "--sink-path",
-        str(sink),
-        "--watermark-seconds",
-        str(watermark_seconds),
-    ]
+    args = ["--watermark-seconds", str(watermark_seconds)]
     if parallelism is not None:
-        cmd += ["--parallelism", str(parallelism)]
-    t0 = time.perf_counter()
-    with log_path.open("w") as log:
-        # Its own session/process group: the Flink JVM and its Python workers are killed with it
-        # on any exit of ours (error, timeout, Ctrl-C, SIGTERM), and a Ctrl-C in the terminal does
-        # not reach it half-way (we stop it, so the clean-up is one path).
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_process_group(proc)
-            raise ReplayError(f"Flink job did not finish within {timeout} s (log {log_path})") from None
-        finally:
-            kill_process_group(proc)
-    if proc.returncode != 0:
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        raise ReplayError(f"Flink job failed (exit {proc.returncode}, log {log_path}): {' | '.join(tail)}")
-    return time.perf_counter() - t0
-
-
-def kill_process_group(proc: subprocess.Popen[Any], grace: float = FLINK_STOP_SECONDS) -> None:
-    """Stop `proc` and everything in its process group (SIGTERM, then SIGKILL after `grace` s)."""
-    pgid = proc.pid  # start_new_session: the group id is the leader's pid
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            break  # the whole group is gone
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
-                break
-            time.sleep(0.05)
-        else:
-            continue
-        break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=1)
-
-
-def _group_alive(pgid: int) -> bool:
+        args += ["--parallelism", str(parallelism)]
     try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        return launch.run_job(source, sink, log_path, args, timeout=timeout)
+    except launch.FlinkJobError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 def enriched_lines(sink: Path) -> Iterator[str]:
     """The Flink output lines (finished part files only, in file order)."""
-    files = sorted(p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    for p in files:
-        with p.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield line.rstrip("\n")
+    return launch.output_lines(sink)
 
 
 def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
