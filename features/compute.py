@@ -54,13 +54,18 @@ class CardHistory:
         if cut > 0:
             del self.times[:cut], self.amounts[:cut]
 
+    def _windows(self, aggregations: tuple[Aggregation, ...], end: float, hi: int) -> dict[str, float | int]:
+        """Each aggregation over the events in [end - w, self.times[hi - 1]]."""
+        out: dict[str, float | int] = {}
+        for agg in aggregations:
+            lo = bisect.bisect_left(self.times, end - agg.seconds, 0, hi)
+            out[agg.name] = _value(agg, self.amounts[lo:hi])
+        return out
+
     def streaming(self, ts: float, fs: FeatureSpec = SPEC) -> dict[str, float | int]:
         """Streaming aggregates and recency of an event at `ts` already added to the history."""
-        hi = bisect.bisect_right(self.times, ts)
-        out: dict[str, float | int] = {}
-        for agg in fs.streaming:
-            lo = bisect.bisect_left(self.times, ts - agg.seconds, 0, hi)
-            out[agg.name] = _value(agg, self.amounts[lo:hi])
+        hi = bisect.bisect_right(self.times, ts)  # [ts - w, ts]: peers at ts included
+        out = self._windows(fs.streaming, ts, hi)
         for rec in fs.recency:
             pos = hi - 1 - rec.nth  # the others at or before ts are [0, hi) less one copy of ts
             out[rec.name] = ts - self.times[pos] if pos >= 0 else RECENCY_SENTINEL
@@ -68,12 +73,7 @@ class CardHistory:
 
     def snapshot(self, cutoff: float, fs: FeatureSpec = SPEC) -> dict[str, float | int]:
         """Daily-snapshot aggregates over [cutoff - w, cutoff)."""
-        hi = bisect.bisect_left(self.times, cutoff)
-        out: dict[str, float | int] = {}
-        for agg in fs.snapshot:
-            lo = bisect.bisect_left(self.times, cutoff - agg.seconds, 0, hi)
-            out[agg.name] = _value(agg, self.amounts[lo:hi])
-        return out
+        return self._windows(fs.snapshot, cutoff, bisect.bisect_left(self.times, cutoff))
 
 
 def reference_features(
