@@ -282,6 +282,317 @@ def _progress(msg: str, enabled: bool) -> None:
 
 
 # --- the replay ------------------------------------------------------------------------------
+class Replay:
+    """One replay run as named steps: `prepare` (check inputs, clear outputs), `read_events` (input
+    validation; valid events go to Flink), `run_flink_job`, `score` (both handlers on Kinesis-shaped
+    batches, snapshots published as event time crosses midnight), `summarise`. The counters the
+    steps share are attributes; `run` performs the steps in order."""
+
+    def __init__(
+        self,
+        work_dir: str | Path,
+        events_path: str | Path,
+        out_path: str | Path,
+        *,
+        rejects_path: str | Path | None = None,
+        watermark_seconds: int = DEFAULT_WATERMARK_SECONDS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        endpoint_url: str | None = None,
+        threshold: float = spec.DECISION_THRESHOLD,
+        progress: bool = True,
+        wrap_clients: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.work_dir, self.events_path, self.out_path = Path(work_dir), Path(events_path), Path(out_path)
+        self.rejects_path = (
+            Path(rejects_path)
+            if rejects_path
+            else self.out_path.with_name(self.out_path.stem + ".rejects.jsonl")
+        )
+        self.snapshots_dir = self.work_dir / "features" / "snapshots"
+        self.rdir = self.work_dir / "replay"
+        self.db = self.rdir / "online-store.sqlite"
+        self.flink_in = self.rdir / "flink-input.jsonl"
+        self.flink_out = self.rdir / "flink-output"
+        self.watermark_seconds, self.batch_size = watermark_seconds, batch_size
+        self.endpoint_url, self.threshold = endpoint_url, threshold
+        self.progress, self.wrap_clients = progress, wrap_clients
+        # read_events
+        self.labels: dict[str, int] = {}
+        self.warmup: set[str] = set()
+        self.n_lines = self.n_valid = 0
+        # run_flink_job / score
+        self.flink_s = self.handler_s = 0.0
+        self.url: str | None = None
+        self.server: Any = None
+        self.latencies: list[float] = []
+        self.decided: list[dict[str, Any]] = []
+        self.batch: list[str] = []
+        self.seq = 1
+        self.n_decisions = self.n_late = self.n_flagged = self.enriched_count = self.n_flink_rejects = 0
+        self.tp = self.fp = self.fn = 0
+        self.redelivered = self.lost = 0
+
+    def run(self) -> dict[str, Any]:
+        self.prepare()
+        self.read_events()
+        self.run_flink_job()
+        self.score()
+        return self.summarise()
+
+    def _progress(self, msg: str) -> None:
+        _progress(msg, self.progress)
+
+    # -- step 0: inputs checked, outputs cleared, local destinations opened
+    def prepare(self) -> None:
+        if not self.events_path.is_file():
+            raise ReplayError(f"events file not found: {self.events_path}")
+        if not self.snapshots_dir.is_dir():
+            raise ReplayError(
+                f"snapshot table not found: {self.snapshots_dir} (run `run_pipeline.py local` first)"
+            )
+        if self.batch_size < 1:
+            raise ReplayError("--batch-size must be >= 1")
+        if self.watermark_seconds < 0:
+            raise ReplayError("--watermark-seconds must be >= 0")
+        SnapshotPublisher(self.snapshots_dir, None).check()
+        try:
+            self.rdir.mkdir(parents=True, exist_ok=True)
+            for p in (self.out_path, self.rejects_path):
+                if p.is_dir():
+                    raise ReplayError(f"{p} is a directory: give a file path for the decisions/rejects")
+                p.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is created
+                p.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ReplayError(f"cannot write the replay outputs: {_one_line(exc)}") from None
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.db) + suffix).unlink(missing_ok=True)
+        self.t_start = time.perf_counter()
+        self.sink = LocalKinesisSink(self.out_path)
+        self.queue = LocalFailureQueue(self.rejects_path)
+        self.queue_url = f"file://{self.rejects_path.resolve()}"
+
+    # -- step 1: validate the input file (what producers' SDKs would refuse); valid events go to Flink
+    def read_events(self) -> None:
+        # Warm-up events get their own tids on the way into Flink, so a real event sharing a warm-up
+        # line's tid is still decided (the original tid is only the producer's, not unique).
+        warmup_prefix = f"warmup-{uuid.uuid4().hex}-"
+        with self.events_path.open("rb") as src, self.flink_in.open("w", encoding="utf-8") as dst:
+            for lineno, raw in enumerate(src, 1):
+                if lineno == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM) :]  # a UTF-8 byte-order mark some editors write
+                if not raw.strip():
+                    continue
+                self.n_lines += 1
+                try:
+                    ev = common.parse_event(raw.rstrip(b"\r\n"))
+                except common.MalformedRecord as exc:
+                    self.queue.reject(
+                        str(exc), raw.decode("utf-8", "replace").rstrip("\n"), "input", line=lineno
+                    )
+                    continue
+                if ev.pop("warmup", False) is True:  # history for the windows only (streaming/events.py)
+                    self.n_lines -= 1
+                    ev["tid"] = f"{warmup_prefix}{lineno}"
+                    self.warmup.add(ev["tid"])
+                else:
+                    self.n_valid += 1
+                    if ev.get(spec.LABEL) is not None:
+                        self.labels[ev["tid"]] = int(ev[spec.LABEL])
+                dst.write(json.dumps(ev) + "\n")
+        self._progress(
+            f"{self.n_lines:,} events read, {self.n_lines - self.n_valid:,} rejected at input, "
+            f"{len(self.warmup):,} warm-up"
+        )
+
+    # -- step 2: the Flink job on the valid events
+    def run_flink_job(self) -> None:
+        if self.n_valid:
+            self._progress(f"running the Flink job (watermark {self.watermark_seconds}s)")
+            # the module-level run_flink, looked up at call time (tests and the fault suite replace it)
+            self.flink_s = run_flink(
+                self.flink_in, self.flink_out, self.watermark_seconds, self.rdir / "flink.log"
+            )
+            self._progress(f"Flink job finished in {self.flink_s:.1f}s")
+
+    # -- step 3: both handlers on Kinesis-shaped batches, local clients
+    def score(self) -> None:
+        from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+        self.store = LocalFeatureStoreRuntime(self.db)
+        self.publisher = SnapshotPublisher(self.snapshots_dir, self.store)
+        self.lambda_log = (self.rdir / "lambda.log").open("w", encoding="utf-8")
+        try:
+            if self.n_valid:
+                self._connect()
+                for line in enriched_lines(self.flink_out):
+                    self._feed(line)
+                self._flush()
+                self._count_decisions()
+        finally:
+            self.lambda_log.close()
+            self.sink.close()
+            self.queue.close()
+            self.store.close()
+            if self.server is not None:
+                self.server.stop()
+
+    def _connect(self) -> None:
+        """The endpoint, the clients the handlers use (wrapped by `wrap_clients`) and their configs."""
+        from lambdas.ingest_aggregates import handler as ingest
+        from lambdas.score_transaction import handler as score
+        from training.endpoint_client import LocalSageMakerRuntime
+
+        name, self.url, self.server = _endpoint(self.work_dir, self.endpoint_url)
+        runtime: Any = LocalSageMakerRuntime({name: self.url})
+        self.fs_client, self.runtime = self.store, runtime
+        self.sink_client, self.queue_client = self.sink, self.queue
+        if self.wrap_clients is not None:
+            wrapped = self.wrap_clients(
+                {"featurestore": self.store, "runtime": runtime, "kinesis": self.sink, "sqs": self.queue}
+            )
+            self.fs_client, self.runtime = wrapped["featurestore"], wrapped["runtime"]
+            self.sink_client, self.queue_client = wrapped["kinesis"], wrapped["sqs"]
+        self.ingest, self.score_handler = ingest, score
+        self.icfg = ingest.Config(failure_queue_url=self.queue_url)
+        self.scfg = score.Config(
+            endpoint_name=name, failure_queue_url=self.queue_url, threshold=self.threshold
+        )
+
+    def _feed(self, line: str) -> None:
+        """One Flink output line into the current batch, publishing a new day's snapshot first."""
+        self.enriched_count += 1
+        keep, day = self._route(line)
+        if not keep:
+            return
+        published = self.publisher.published_day
+        if day is not None and (published is None or day > published):
+            self._flush()  # the previous day's events are scored on the previous snapshot
+            self.publisher.advance_to(day)
+            self._progress(f"snapshot {time.strftime('%Y-%m-%d', time.gmtime(day * DAY))} published")
+        self.batch.append(line)
+        if len(self.batch) >= self.batch_size:
+            self._flush()
+
+    def _route(self, line: str) -> tuple[bool, int | None]:
+        """(whether the line goes to the handlers, the day it moves event time to or None).
+
+        Event time advances with the on-time rows only: a late row can come out of Flink ahead of
+        on-time rows still waiting for the watermark (the OVER branch is shuffled by card), so it
+        must not move the snapshot day forward."""
+        try:
+            row = json.loads(line)
+            if self.warmup and row.get("tid") in self.warmup:
+                return False, None  # warm-up rows only fill the windows; they are not decided
+            if isinstance(row, dict) and row.get(RAW_FIELD) is not None:
+                # Flink's rule is stricter than the input check here (e.g. a card number in
+                # exponent form): one reject line with the reason, not one per handler.
+                self.queue.reject(common.flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
+                self.n_flink_rejects += 1
+                return False, None
+            return True, (None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return True, None
+
+    def _flush(self) -> None:
+        """The batch through both handlers; failed records redelivered the way Kinesis does."""
+        if not self.batch:
+            return
+        pending = list(self.batch)
+        for _attempt in range(MAX_REDELIVERIES + 1):
+            ev = common.kinesis_event(pending, start_sequence=self.seq, partition_keys=["0"] * len(pending))
+            self.seq += len(pending)
+            failed = self._invoke(ev)
+            if not failed:
+                break
+            # Kinesis semantics: redeliver from the lowest failed sequence number on.
+            recs = ev["Records"]
+            first = min(i for i, r in enumerate(recs) if r["kinesis"]["sequenceNumber"] in failed)
+            pending = pending[first:]
+            self.redelivered += len(pending)
+        else:
+            self.lost += len(pending)
+            for line in pending:
+                self.queue.reject("processing failed after redeliveries", line, "lambda")
+        self.batch.clear()
+
+    def _invoke(self, ev: dict[str, Any]) -> set[str]:
+        """One delivery to both handlers (timed); the failed sequence numbers."""
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(self.lambda_log):
+            r1 = self.ingest.process_batch(
+                ev, featurestore=self.fs_client, sqs=self.queue_client, config=self.icfg
+            )
+            t1 = time.perf_counter()
+            r2 = self.score_handler.process_batch(
+                ev,
+                featurestore=self.fs_client,
+                runtime=self.runtime,
+                kinesis=self.sink_client,
+                sqs=self.queue_client,
+                config=self.scfg,
+                on_decisions=self.decided.extend,
+            )
+        t2 = time.perf_counter()
+        self.handler_s += t2 - t0
+        self.latencies.append((t2 - t1) * 1000)
+        return {f["itemIdentifier"] for f in r1["batchItemFailures"] + r2["batchItemFailures"]}
+
+    def _count_decisions(self) -> None:
+        consumer = common.DecisionDeduplicator()  # the summary counts each event's decision once
+        for d in self.decided:
+            if not consumer.accept(d):
+                continue
+            self.n_decisions += 1
+            self.n_late += bool(d["late"])
+            self.n_flagged += bool(d["fraud"])
+            y = self.labels.get(d["tid"])
+            if y is not None:
+                self.tp += int(d["fraud"] and y == 1)
+                self.fp += int(d["fraud"] and y == 0)
+                self.fn += int((not d["fraud"]) and y == 1)
+
+    # -- step 4: the summary (also written to DIR/replay/summary.json)
+    def summarise(self) -> dict[str, Any]:
+        total_s = time.perf_counter() - self.t_start
+        tp, fp, fn, labels, handler_s = self.tp, self.fp, self.fn, self.labels, self.handler_s
+        summary: dict[str, Any] = {
+            "events": self.n_lines,
+            "warmup_events": len(self.warmup),
+            "decisions": self.n_decisions,
+            "rejects": self.queue.count,
+            "flink_rejects": self.n_flink_rejects,
+            "late": self.n_late,
+            "fraud_flagged": self.n_flagged,
+            "labelled": bool(labels),
+            "precision": (tp / (tp + fp) if tp + fp else 0.0) if labels else None,
+            "recall": (tp / (tp + fn) if tp + fn else 0.0) if labels else None,
+            "duplicates_dropped": self.sink.duplicates_dropped,
+            "redelivered": self.redelivered,
+            "failed_after_redelivery": self.lost,
+            "snapshots_published": [
+                time.strftime("%Y-%m-%d", time.gmtime(d * DAY)) for d in self.publisher.days
+            ],
+            "flink_seconds": round(self.flink_s, 3),
+            "flink_output_events": self.enriched_count,
+            "handler_seconds": round(handler_s, 3),
+            "throughput_events_per_s": round(self.n_decisions / handler_s, 1) if handler_s else None,
+            "end_to_end_events_per_s": round(self.n_lines / total_s, 1) if total_s else None,
+            "scoring_batch_latency_ms": {
+                "batch_size": self.batch_size,
+                "p50": _round(_percentile(self.latencies, 0.50)),
+                "p95": _round(_percentile(self.latencies, 0.95)),
+                "p99": _round(_percentile(self.latencies, 0.99)),
+            },
+            "decisions_path": str(self.out_path),
+            "rejects_path": str(self.rejects_path),
+            "endpoint": self.url,
+            "watermark_seconds": self.watermark_seconds,
+            "total_seconds": round(total_s, 3),
+        }
+        (self.rdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
 def run_replay(
     work_dir: str | Path,
     events_path: str | Path,
@@ -299,239 +610,18 @@ def run_replay(
 
     `wrap_clients` receives the local clients ({"featurestore", "runtime", "kinesis", "sqs"}) and
     returns the ones the handlers use: the fault suite wraps them to inject failures."""
-    from lambdas.ingest_aggregates import handler as ingest
-    from lambdas.score_transaction import handler as score
-    from pipeline.local.feature_store import LocalFeatureStoreRuntime
-    from training.endpoint_client import LocalSageMakerRuntime
-
-    work_dir, events_path, out_path = Path(work_dir), Path(events_path), Path(out_path)
-    rejects_path = (
-        Path(rejects_path) if rejects_path else out_path.with_name(out_path.stem + ".rejects.jsonl")
-    )
-    snapshots_dir = work_dir / "features" / "snapshots"
-    if not events_path.is_file():
-        raise ReplayError(f"events file not found: {events_path}")
-    if not snapshots_dir.is_dir():
-        raise ReplayError(f"snapshot table not found: {snapshots_dir} (run `run_pipeline.py local` first)")
-    if batch_size < 1:
-        raise ReplayError("--batch-size must be >= 1")
-    if watermark_seconds < 0:
-        raise ReplayError("--watermark-seconds must be >= 0")
-    SnapshotPublisher(snapshots_dir, None).check()
-    rdir = work_dir / "replay"
-    try:
-        rdir.mkdir(parents=True, exist_ok=True)
-        for p in (out_path, rejects_path):
-            if p.is_dir():
-                raise ReplayError(f"{p} is a directory: give a file path for the decisions/rejects")
-            p.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is created
-            p.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ReplayError(f"cannot write the replay outputs: {_one_line(exc)}") from None
-    db = rdir / "online-store.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    t_start = time.perf_counter()
-
-    sink = LocalKinesisSink(out_path)
-    queue = LocalFailureQueue(rejects_path)
-    queue_url = f"file://{rejects_path.resolve()}"
-
-    # 1. Validate the input file (what producers' SDKs would refuse); valid events go to Flink.
-    labels: dict[str, int] = {}
-    warmup: set[str] = set()
-    # Warm-up events get their own tids on the way into Flink, so a real event sharing a warm-up
-    # line's tid is still decided (the original tid is only the producer's, not unique).
-    warmup_prefix = f"warmup-{uuid.uuid4().hex}-"
-    n_lines = n_valid = 0
-    flink_in = rdir / "flink-input.jsonl"
-    with events_path.open("rb") as src, flink_in.open("w", encoding="utf-8") as dst:
-        for lineno, raw in enumerate(src, 1):
-            if lineno == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM) :]  # a UTF-8 byte-order mark some editors write
-            if not raw.strip():
-                continue
-            n_lines += 1
-            try:
-                ev = common.parse_event(raw.rstrip(b"\r\n"))
-            except common.MalformedRecord as exc:
-                queue.reject(str(exc), raw.decode("utf-8", "replace").rstrip("\n"), "input", line=lineno)
-                continue
-            if ev.pop("warmup", False) is True:  # history for the windows only (streaming/events.py)
-                n_lines -= 1
-                ev["tid"] = f"{warmup_prefix}{lineno}"
-                warmup.add(ev["tid"])
-            else:
-                n_valid += 1
-                if ev.get(spec.LABEL) is not None:
-                    labels[ev["tid"]] = int(ev[spec.LABEL])
-            dst.write(json.dumps(ev) + "\n")
-    _progress(
-        f"{n_lines:,} events read, {n_lines - n_valid:,} rejected at input, {len(warmup):,} warm-up", progress
-    )
-
-    # 2. The Flink job on the valid events.
-    flink_out = rdir / "flink-output"
-    flink_s = 0.0
-    if n_valid:
-        _progress(f"running the Flink job (watermark {watermark_seconds}s)", progress)
-        flink_s = run_flink(flink_in, flink_out, watermark_seconds, rdir / "flink.log")
-        _progress(f"Flink job finished in {flink_s:.1f}s", progress)
-
-    # 3. Both handlers on Kinesis-shaped batches, local clients.
-    store = LocalFeatureStoreRuntime(db)
-    publisher = SnapshotPublisher(snapshots_dir, store)
-    fs_client, sink_client, queue_client = store, sink, queue
-    name, url, server = (None, None, None)
-    latencies: list[float] = []
-    n_decisions = n_late = n_flagged = enriched_count = n_flink_rejects = 0
-    tp = fp = fn = 0
-    redelivered = lost = 0
-    handler_s = 0.0
-    lambda_log = (rdir / "lambda.log").open("w", encoding="utf-8")
-    try:
-        if n_valid:
-            name, url, server = _endpoint(work_dir, endpoint_url)
-            runtime: Any = LocalSageMakerRuntime({name: url})
-            if wrap_clients is not None:
-                wrapped = wrap_clients(
-                    {"featurestore": store, "runtime": runtime, "kinesis": sink, "sqs": queue}
-                )
-                fs_client, runtime = wrapped["featurestore"], wrapped["runtime"]
-                sink_client, queue_client = wrapped["kinesis"], wrapped["sqs"]
-            icfg = ingest.Config(failure_queue_url=queue_url)
-            scfg = score.Config(endpoint_name=name, failure_queue_url=queue_url, threshold=threshold)
-            decided: list[dict[str, Any]] = []
-
-            def collect(ds: list[dict[str, Any]]) -> None:
-                decided.extend(ds)
-
-            seq = 1
-            batch: list[str] = []
-
-            def flush() -> None:
-                nonlocal seq, handler_s, redelivered, lost
-                if not batch:
-                    return
-                pending = list(batch)
-                for _attempt in range(MAX_REDELIVERIES + 1):
-                    ev = common.kinesis_event(
-                        pending, start_sequence=seq, partition_keys=["0"] * len(pending)
-                    )
-                    seq += len(pending)
-                    t0 = time.perf_counter()
-                    with contextlib.redirect_stdout(lambda_log):
-                        r1 = ingest.process_batch(ev, featurestore=fs_client, sqs=queue_client, config=icfg)
-                        t1 = time.perf_counter()
-                        r2 = score.process_batch(
-                            ev,
-                            featurestore=fs_client,
-                            runtime=runtime,
-                            kinesis=sink_client,
-                            sqs=queue_client,
-                            config=scfg,
-                            on_decisions=collect,
-                        )
-                    t2 = time.perf_counter()
-                    handler_s += t2 - t0
-                    latencies.append((t2 - t1) * 1000)
-                    failed = {f["itemIdentifier"] for f in r1["batchItemFailures"] + r2["batchItemFailures"]}
-                    if not failed:
-                        break
-                    # Kinesis semantics: redeliver from the lowest failed sequence number on.
-                    recs = ev["Records"]
-                    first = min(i for i, r in enumerate(recs) if r["kinesis"]["sequenceNumber"] in failed)
-                    pending = pending[first:]
-                    redelivered += len(pending)
-                else:
-                    lost += len(pending)
-                    for line in pending:
-                        queue.reject("processing failed after redeliveries", line, "lambda")
-                batch.clear()
-
-            for line in enriched_lines(flink_out):
-                enriched_count += 1
-                # Event time advances with the on-time rows only: a late row can come out of Flink
-                # ahead of on-time rows still waiting for the watermark (the OVER branch is
-                # shuffled by card), so it must not move the snapshot day forward.
-                try:
-                    row = json.loads(line)
-                    if warmup and row.get("tid") in warmup:
-                        continue  # warm-up rows only fill the windows; they are not decided
-                    if isinstance(row, dict) and row.get(RAW_FIELD) is not None:
-                        # Flink's rule is stricter than the input check here (e.g. a card number in
-                        # exponent form): one reject line with the reason, not one per handler.
-                        queue.reject(common.flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
-                        n_flink_rejects += 1
-                        continue
-                    day = None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY)
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    day = None
-                if day is not None and (publisher.published_day is None or day > publisher.published_day):
-                    flush()  # the previous day's events are scored on the previous snapshot
-                    publisher.advance_to(day)
-                    _progress(
-                        f"snapshot {time.strftime('%Y-%m-%d', time.gmtime(day * DAY))} published", progress
-                    )
-                batch.append(line)
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
-            consumer = common.DecisionDeduplicator()  # the summary counts each event's decision once
-            for d in decided:
-                if not consumer.accept(d):
-                    continue
-                n_decisions += 1
-                n_late += bool(d["late"])
-                n_flagged += bool(d["fraud"])
-                y = labels.get(d["tid"])
-                if y is not None:
-                    tp += int(d["fraud"] and y == 1)
-                    fp += int(d["fraud"] and y == 0)
-                    fn += int((not d["fraud"]) and y == 1)
-    finally:
-        lambda_log.close()
-        sink.close()
-        queue.close()
-        store.close()
-        if server is not None:
-            server.stop()
-
-    total_s = time.perf_counter() - t_start
-    summary: dict[str, Any] = {
-        "events": n_lines,
-        "warmup_events": len(warmup),
-        "decisions": n_decisions,
-        "rejects": queue.count,
-        "flink_rejects": n_flink_rejects,
-        "late": n_late,
-        "fraud_flagged": n_flagged,
-        "labelled": bool(labels),
-        "precision": (tp / (tp + fp) if tp + fp else 0.0) if labels else None,
-        "recall": (tp / (tp + fn) if tp + fn else 0.0) if labels else None,
-        "duplicates_dropped": sink.duplicates_dropped,
-        "redelivered": redelivered,
-        "failed_after_redelivery": lost,
-        "snapshots_published": [time.strftime("%Y-%m-%d", time.gmtime(d * DAY)) for d in publisher.days],
-        "flink_seconds": round(flink_s, 3),
-        "flink_output_events": enriched_count,
-        "handler_seconds": round(handler_s, 3),
-        "throughput_events_per_s": round(n_decisions / handler_s, 1) if handler_s else None,
-        "end_to_end_events_per_s": round(n_lines / total_s, 1) if total_s else None,
-        "scoring_batch_latency_ms": {
-            "batch_size": batch_size,
-            "p50": _round(_percentile(latencies, 0.50)),
-            "p95": _round(_percentile(latencies, 0.95)),
-            "p99": _round(_percentile(latencies, 0.99)),
-        },
-        "decisions_path": str(out_path),
-        "rejects_path": str(rejects_path),
-        "endpoint": url,
-        "watermark_seconds": watermark_seconds,
-        "total_seconds": round(total_s, 3),
-    }
-    (rdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return Replay(
+        work_dir,
+        events_path,
+        out_path,
+        rejects_path=rejects_path,
+        watermark_seconds=watermark_seconds,
+        batch_size=batch_size,
+        endpoint_url=endpoint_url,
+        threshold=threshold,
+        progress=progress,
+        wrap_clients=wrap_clients,
+    ).run()
 
 
 def _round(v: float | None) -> float | None:
