@@ -274,7 +274,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
             else:
                 cells.append(f"{p['wall_s']:.0f} / {p['cpu_s']:.0f} / {p['peak_rss_mb']:,}")
         out.append(f"| {step} | " + " | ".join(cells) + " |")
-    out += ["", "Growth exponents (t ~ size^k; per doubling, then the least-squares fit over all points):", "",
+    out += ["", "Growth exponents (t ~ size^k; between consecutive measured scales, then the least-squares fit over all points):", "",
             "| step | CPU s | wall s | peak RSS |", "| --- | --- | --- | --- |"]  # fmt: skip
     for step in STEPS:
         fits = [summary[k].get(step) for k in ("exponent_cpu", "exponent_wall", "exponent_rss")]
@@ -287,11 +287,12 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         )
     out += ["", "Where this machine runs out (peak RSS extrapolated with its fitted exponent to "
             f"{MACHINE_RSS_MB // 1024} GiB, what one job can have beside the OS and another user):", ""]  # fmt: skip
-    top = max(scales) if scales else 4.0
     for step in STEPS:
+        measured = [q["scale"] for q in points if q["step"] == step and q["exit_code"] == 0]
+        top = max(measured, default=0.0)
         p = _at(points, step, top)
         k = summary["exponent_rss"].get(step, {}).get("overall")
-        if p is None or not k or k <= 0.05:
+        if p is None or not k or k < 0.5 or step == "spark":  # Spark's heap is capped (-Xmx): it spills
             continue
         limit = top * (MACHINE_RSS_MB / p["peak_rss_mb"]) ** (1 / k)
         out.append(f"- {step}: {p['peak_rss_mb']:,} MiB at {top:g}x, exponent {k} -> ~{limit:.0f}x "
