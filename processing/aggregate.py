@@ -376,26 +376,6 @@ def snapshot_grid(
     )
 
 
-def direct_snapshot(tx: DataFrame, cutoff_day: int, fs: spec.FeatureSpec = spec.SPEC) -> DataFrame:
-    """The snapshot of one cut-off outside the grid (e.g. the run day on AWS), for every card."""
-    values = []
-    for a in fs.snapshot:
-        inside = (F.col("day") >= cutoff_day - a.seconds // DAY) & (F.col("day") < cutoff_day)
-        n = F.count(F.when(inside, F.lit(1))).cast("long")
-        col = F.when(inside, F.col(a.column))
-        if a.operation == "count":
-            values.append(n.alias(a.name))
-        elif a.operation == "avg":
-            values.append(safe_avg(F.coalesce(F.sum(col), F.lit(0.0)), n).alias(a.name))
-        else:
-            values.append(F.coalesce(_SPARK_OPS[a.operation](col), F.lit(0.0)).cast("double").alias(a.name))
-    return (
-        tx.groupBy(spec.CARD_ID)
-        .agg(*values)
-        .select(spec.CARD_ID, F.lit(cutoff_day).cast("long").alias("day"), *fs.snapshot_features)
-    )
-
-
 def training_rows(
     tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC, grid: DataFrame | None = None, broadcast: bool = True
 ) -> DataFrame:
@@ -712,7 +692,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     snapshots = grid
     latest = grid.where(F.col("day") == snapshot_day)
     if not first_day <= snapshot_day <= end_day:
-        latest = direct_snapshot(tx, snapshot_day, fs).persist()
+        # A cut-off outside the data's days (e.g. the run day on AWS): the same grid rule, one day.
+        latest = snapshot_grid(tx, snapshot_day, snapshot_day, fs, partials=daily).persist()
         snapshots = snapshots.unionByName(latest)
 
     def with_cutoff(frame: DataFrame) -> DataFrame:
