@@ -41,14 +41,17 @@ RESULTS = REPO / "benchmarks" / "results" / "endpoint.json"
 
 
 def synthetic_channel(directory: Path, n: int, seed: int) -> np.ndarray:
-    """Label-first CSV rows shaped like the real features (amount, three ratios); returns the features."""
+    """Label-first CSV rows with the model input's width (amount, three ratios, then the streaming
+    values); returns the features."""
     rng = np.random.default_rng(seed)
+    extra = len(spec.MODEL_FEATURES) - 4
     x = np.column_stack(
         [
             rng.lognormal(3.5, 1.3, n),
             rng.lognormal(0, 0.5, n),
             rng.lognormal(0, 0.8, n),
             rng.exponential(0.2, n),
+            *(rng.exponential(1.0, n) for _ in range(extra)),
         ]
     )
     y = (rng.random(n) < 1 / (1 + np.exp(-(-7 + 3 * x[:, 3] + 0.4 * x[:, 2])))).astype(int)
