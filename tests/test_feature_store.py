@@ -241,3 +241,21 @@ def test_a_sqlite_failure_is_a_retryable_client_error_not_a_raw_sqlite_error(tmp
     assert err.value.response["Error"]["Code"] == "InternalFailure" and is_transient(err.value)
     with pytest.raises(ClientError):
         fs.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1")
+
+
+def test_bulk_writes_commit_together_or_not_at_all(tmp_path):
+    db = tmp_path / "fs.db"
+    writer, reader = LocalFeatureStoreRuntime(db), LocalFeatureStoreRuntime(db)
+    with writer.bulk():
+        for card in range(3):
+            writer.put_record(FeatureGroupName=FG, Record=record(card, 1, 1.0, 100.0))
+        # Another connection sees nothing before the commit: a publish is all or nothing.
+        assert reader.count(FG) == 0
+    assert reader.count(FG) == 3
+    with pytest.raises(ClientError), writer.bulk():
+        writer.put_record(FeatureGroupName=FG, Record=record(7, 1, 1.0, 100.0))
+        writer.put_record(FeatureGroupName=FG, Record=record(8, 1, 1.0, float("nan")))
+    assert reader.count(FG) == 3  # the failed bulk left no partial write behind
+    assert reader.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="7") == {}
+    writer.close()
+    reader.close()

@@ -293,6 +293,23 @@ class LocalFeatureStoreRuntime:
             )
         return _metadata()
 
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Many writes of this thread as one SQLite transaction (local-only helper): a day's
+        snapshot publish is ~10,000 `put_record`s, which one commit instead of 10,000 makes cheap.
+        A failure rolls back the whole bulk, so a publish is all or nothing."""
+        conn = self._conn()
+        with _database("PutRecord"):
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with _database("PutRecord"):
+                conn.execute("ROLLBACK")
+            raise
+        with _database("PutRecord"):
+            conn.execute("COMMIT")
+
     def count(self, FeatureGroupName: str) -> int:
         """Number of stored records of a group (local-only helper for tests and summaries)."""
         group = self._group(FeatureGroupName, "Count")
