@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,18 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from features import spec
-from pipeline.local.signals import (
-    Terminated,
-    describe,
-    exit_code,
-    is_endpoint_server,
-    stop_descendants,
-    terminate_as_exception,
-)
+from pipeline.local.signals import is_endpoint_server, stop_descendants
 from pipeline.parameters import DEFAULT_MIN_PR_AUC
 from processing.aggregate import HISTORY_DAYS, TEST_DAYS, VALIDATION_DAYS
 from processing.simulate import DEFAULT_PROFILE, FULL_ROWS, PROFILES
-from shared.errors import EXIT_USAGE, RunFailed, UserError
+from shared.cli import non_negative_int
+from shared.errors import EXIT_USAGE, RunFailed, UserError, one_line
+from shared.signals import INTERRUPTS, Interrupted, describe
 
 DEFAULT_WORK_DIR = Path("work/local")
 DEPLOYED_FILE = "deployed.json"
@@ -164,7 +158,7 @@ def check_parquet_columns(path: Path) -> None:
     try:
         schema = ds.dataset(path, format="parquet").schema
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise BadInput(f"--transactions {path}: not readable as Parquet: {_one_line(exc, 200)}") from None
+        raise BadInput(f"--transactions {path}: not readable as Parquet: {one_line(exc, 200)}") from None
     for name, kinds in _COLUMN_KINDS.items():
         if name not in schema.names:
             continue  # the Spark job names missing columns itself
@@ -179,7 +173,7 @@ def check_parquet_columns(path: Path) -> None:
 def _spark_reason(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
-    return _one_line(Exception(causes[-1] if causes else lines[0] if lines else type(exc).__name__), 300)
+    return one_line(Exception(causes[-1] if causes else lines[0] if lines else type(exc).__name__), 300)
 
 
 # --- The steps ----------------------------------------------------------------
@@ -225,10 +219,10 @@ def _timed(report: RunReport, index: int, total: int, name: str, step: Callable[
         if isinstance(exc, StepFailed):
             raise
         failed = BadInput if exc.exit_code == EXIT_USAGE else StepFailed
-        raise failed(f"{name}: {_one_line(exc)}") from exc
+        raise failed(f"{name}: {one_line(exc)}") from exc
     except (ValueError, LookupError, OSError) as exc:  # bad input or data: the step's own message says what
-        raise BadInput(f"{name}: {_one_line(exc)}") from exc
-    except (KeyboardInterrupt, Terminated) as exc:
+        raise BadInput(f"{name}: {one_line(exc)}") from exc
+    except INTERRUPTS as exc:
         raise StepInterrupted(name, exc) from None
     seconds = time.perf_counter() - start
     report.steps.append(StepResult(name, seconds, detail))
@@ -405,31 +399,20 @@ def run_local(args: argparse.Namespace) -> RunReport:
     return report
 
 
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def cmd_local(args: argparse.Namespace) -> int:
-    """Exit 0, 1 (a step failed: one line), 2 (bad input: one line), 130 (Ctrl-C) or 143 (SIGTERM)."""
+    """Exit 0; through `shared.cli.run`, 1 (a step failed), 2 (bad input), 130 (Ctrl-C) or 143 (SIGTERM)."""
     try:
-        with terminate_as_exception():
-            report = run_local(args)
-    except StepFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        report = run_local(args)
     except StepInterrupted as exc:
         stop_descendants(keep=is_endpoint_server)  # the Spark JVM and its workers; Flink is stopped by replay
-        print(
-            f"error: {describe(exc.cause)} during step {exc.step}; nothing half-done is kept running: "
+        raise Interrupted(
+            exc.cause,
+            f"{describe(exc.cause)} during step {exc.step}; nothing half-done is kept running: "
             "rerun the same command to start over",
-            file=sys.stderr,
-        )
-        return exit_code(exc.cause)
-    except (KeyboardInterrupt, Terminated) as exc:  # between steps
+        ) from None
+    except INTERRUPTS as exc:  # between steps
         stop_descendants(keep=is_endpoint_server)
-        print(f"error: {describe(exc)}; rerun the same command to start over", file=sys.stderr)
-        return exit_code(exc)
+        raise Interrupted(exc, f"{describe(exc)}; rerun the same command to start over") from None
     _log("\n" + report.table())
     if report.replay_summary:
         from streaming.replay import format_summary
@@ -447,15 +430,13 @@ def approve_local(args: argparse.Namespace) -> int:
     from pipeline.local.registry import LocalModelRegistry
 
     if args.version is None:
-        print("error: --version is required with --work-dir", file=sys.stderr)
-        return 2
+        raise UserError("--version is required with --work-dir")
     try:
         package = LocalModelRegistry(Path(args.work_dir) / "registry").set_status(
             spec.MODEL_PACKAGE_GROUP, args.version, args.status
         )
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise RunFailed(str(exc)) from exc
     print(f"{spec.MODEL_PACKAGE_GROUP} version {package.version}: {package.status}")
     return 0
 
@@ -463,9 +444,8 @@ def approve_local(args: argparse.Namespace) -> int:
 def cmd_endpoint(args: argparse.Namespace) -> int:
     """`endpoint --work-dir DIR [--stop | --deploy-latest]`: inspect or manage the local endpoint."""
     try:
-        with terminate_as_exception():
-            return _endpoint_command(args)
-    except (KeyboardInterrupt, Terminated) as exc:
+        return _endpoint_command(args)
+    except INTERRUPTS as exc:
         from pipeline.local import endpoint
 
         record = endpoint.read_deployment(Path(args.work_dir)) or {}
@@ -474,8 +454,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             if endpoint.is_live(record)
             else "no local endpoint serving"
         )
-        print(f"error: {describe(exc)}; deployment now: {now}", file=sys.stderr)
-        return exit_code(exc)
+        raise Interrupted(exc, f"{describe(exc)}; deployment now: {now}") from None
 
 
 def _endpoint_command(args: argparse.Namespace) -> int:
@@ -489,29 +468,14 @@ def _endpoint_command(args: argparse.Namespace) -> int:
     if args.deploy_latest:
         approved = LocalModelRegistry(work_dir / "registry").latest_approved(spec.MODEL_PACKAGE_GROUP)
         if approved is None:
-            print("error: no approved model version in the registry", file=sys.stderr)
-            return 1
-        try:
-            record = deploy_local(work_dir, Path(approved.model_data), approved.version, args.port)
-        except StepFailed as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            raise StepFailed("no approved model version in the registry")
+        record = deploy_local(work_dir, Path(approved.model_data), approved.version, args.port)
         print(f"version {approved.version} serving at {record['url']}")
         return 0
     from pipeline.local import endpoint
 
     print(json.dumps(endpoint.status(work_dir), indent=2))
     return 0
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -537,7 +501,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     for name, default in (("history", HISTORY_DAYS), ("validation", VALIDATION_DAYS), ("test", TEST_DAYS)):
         local.add_argument(
             f"--{name}-days",
-            type=_non_negative_int,
+            type=non_negative_int,
             default=default,
             help=f"{name} period of the time-based split in days (default: %(default)s; shrinks with short data)",
         )

@@ -33,7 +33,9 @@ from typing import Any
 
 from features import spec
 from lambdas import common
+from shared.cli import non_negative_int, positive_int
 from shared.errors import UserError
+from shared.signals import INTERRUPTS, Interrupted, describe
 from streaming import launch
 from streaming.sql import DEFAULT_WATERMARK_SECONDS
 
@@ -667,13 +669,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", default=None, help="rejects JSON lines (default: OUT.rejects.jsonl)")
     p.add_argument(
         "--watermark-seconds",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=DEFAULT_WATERMARK_SECONDS,
         help="bounded out-of-orderness of the Flink watermark (default: %(default)s)",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         help="Kinesis batch size for the Lambdas",
     )
@@ -684,38 +686,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cli)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _cli(args: argparse.Namespace) -> int:
-    """Exit 0, 2 (one-line error), 130 (Ctrl-C) or 143 (SIGTERM); the Flink job never outlives it."""
-    from pipeline.local.signals import Terminated, describe, exit_code, terminate_as_exception
-
-    try:
-        with terminate_as_exception():
-            return _run_cli(args)
-    except (KeyboardInterrupt, Terminated) as exc:
-        print(
-            f"error: replay {describe(exc)}; the Flink job was stopped, rerun to start over", file=sys.stderr
-        )
-        return exit_code(exc)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
+    """Exit 0; through `shared.cli.run`, 2 (ReplayError), 130 (Ctrl-C) or 143 (SIGTERM), one line each.
+    The Flink job never outlives it."""
     try:
         s = run_replay(
             args.work_dir,
@@ -726,8 +699,9 @@ def _run_cli(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             endpoint_url=args.endpoint_url,
         )
-    except ReplayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except INTERRUPTS as exc:
+        raise Interrupted(
+            exc, f"replay {describe(exc)}; the Flink job was stopped, rerun to start over"
+        ) from None
     print(json.dumps(s, indent=2) if args.json else format_summary(s))
     return 0

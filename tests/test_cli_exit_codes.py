@@ -7,15 +7,20 @@ with an argument it must refuse.
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import run_pipeline
-from shared.cli import ArgumentParser, run
-from shared.errors import EXIT_RUN_FAILED, EXIT_USAGE, RunFailed, UserError
+from shared.cli import ArgumentParser, non_negative_int, positive_int, run
+from shared.errors import EXIT_RUN_FAILED, EXIT_SIGTERM, EXIT_USAGE, RunFailed, UserError
+from shared.signals import INTERRUPTS, Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = sorted(run_pipeline.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
@@ -50,6 +55,9 @@ def test_subcommand_refuses_an_unknown_flag_with_one_line_and_exit_2(command: st
     ("argv", "message"),
     [
         (["local", "--rows", "many"], "argument --rows: invalid int value"),
+        (["local", "--history-days", "-1"], "must be >= 0"),
+        (["approve", "--work-dir", "w"], "--version is required with --work-dir"),
+        (["endpoint", "--port", "x"], "argument --port: invalid int value"),
         (["replay", "--work-dir", "w", "--events", "e", "--out", "o", "--batch-size", "0"], "must be >= 1"),
         (["definition", "--role-arn", "not-a-role"], "not an IAM role ARN"),
         (["start", "--param", "no-equals-sign", "--region", "us-east-1"], "--param expects Name=Value"),
@@ -88,10 +96,53 @@ def test_entry_maps_user_errors_and_interrupts(capsys) -> None:
     assert run(failed_run) == EXIT_RUN_FAILED
     assert _one_line(capsys.readouterr().err) == "error: quality gate: pr_auc 0.1 < 0.7"
     assert run(interrupted) == 130
+    assert _one_line(capsys.readouterr().err) == "error: interrupted (Ctrl-C)"
     assert run(lambda: None) == 0
     with pytest.raises(SystemExit) as refused:
         ArgumentParser(prog="p").parse_args(["--x"])
     assert refused.value.code == EXIT_USAGE
+
+
+def test_entry_turns_sigterm_into_143_after_the_clean_up(capsys) -> None:
+    cleaned_up = []
+
+    def terminated() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # never reached: the signal raises here
+            return 0
+        finally:
+            cleaned_up.append(True)
+
+    def explained() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return 0
+        except INTERRUPTS as exc:
+            raise Interrupted(exc, "terminated (SIGTERM); the job was stopped") from None
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    assert run(terminated, "prog") == EXIT_SIGTERM and cleaned_up == [True]
+    assert _one_line(capsys.readouterr().err) == "prog: error: terminated (SIGTERM)"
+    assert run(explained) == EXIT_SIGTERM
+    assert _one_line(capsys.readouterr().err) == "error: terminated (SIGTERM); the job was stopped"
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # restored after the command
+
+
+def test_shared_argument_types_refuse_in_one_line(capsys) -> None:
+    parser = ArgumentParser(prog="p")
+    parser.add_argument("--days", type=non_negative_int)
+    parser.add_argument("--size", type=positive_int)
+    assert parser.parse_args(["--days", "0", "--size", "1"]) == argparse.Namespace(days=0, size=1)
+    for argv, message in (
+        (["--days", "x"], "expected a whole number, got 'x'"),
+        (["--size", "0"], "must be >= 1"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            parser.parse_args(argv)
+        assert refused.value.code == EXIT_USAGE
+        assert message in _one_line(capsys.readouterr().err)
 
 
 def test_user_error_classes_share_the_base() -> None:
