@@ -1,8 +1,9 @@
 """Where the records a batch cannot process go: the SQS failure destination and the partial-batch response.
 
 Malformed records are sent to the failure queue with the reason (`send_failures`, SendMessageBatch
-with the partially failed entries re-sent); what cannot be sent, and what should be retried, is
-reported to Lambda as `batchItemFailures` (`batch_item_failures`), so nothing is lost.
+with the partially failed entries re-sent; `FailureQueue.divert` as a handler calls it); what cannot
+be sent, and what should be retried, is reported to Lambda as `batchItemFailures`
+(`batch_item_failures`), so nothing is lost.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lambdas.records import KinesisItem
@@ -76,6 +78,28 @@ def send_failures(
         )
         unsent.extend(it for _, it in left)
     return unsent
+
+
+@dataclass(frozen=True)
+class FailureQueue:
+    """One handler's failure destination, bound to its clients and retry policy for a batch."""
+
+    sqs: Any
+    url: str | None
+    source: str
+    policy: RetryPolicy | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    def divert(self, items: Sequence[KinesisItem], *, stage: str) -> list[str]:
+        """Log each record with its reason (WARN) and send it to the queue; the sequence numbers of
+        those that could not be sent, which the handler reports as `batchItemFailures`."""
+        for it in items:
+            log("WARN", "record diverted to the failure destination", reason=it.reason,
+                sequence=it.sequence_number, source=self.source, stage=stage)  # fmt: skip
+        unsent = send_failures(
+            self.sqs, self.url, items, source=self.source, stage=stage, policy=self.policy, sleep=self.sleep
+        )
+        return [it.sequence_number for it in unsent]
 
 
 def batch_item_failures(sequence_numbers: Iterable[str]) -> dict[str, list[dict[str, str]]]:

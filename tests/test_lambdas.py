@@ -542,10 +542,14 @@ def test_kinesis_event_shape():
 
 def test_handlers_read_env_and_use_the_client_factory(store, monkeypatch):
     runtime, kin, sqs = FakeRuntime(), FakeKinesis(), FakeSqs()
-    monkeypatch.setattr(
-        score, "clients", lambda: {"featurestore": store, "runtime": runtime, "kinesis": kin, "sqs": sqs}
-    )
-    monkeypatch.setattr(ingest, "clients", lambda: {"featurestore": store, "sqs": sqs})
+    services = {
+        "sagemaker-featurestore-runtime": store,
+        "sagemaker-runtime": runtime,
+        "kinesis": kin,
+        "sqs": sqs,
+    }
+    monkeypatch.setattr(score, "aws_client", services.__getitem__)
+    monkeypatch.setattr(ingest, "aws_client", services.__getitem__)
     monkeypatch.setenv("ENDPOINT_NAME", "my-endpoint")
     monkeypatch.setenv("DECISIONS_STREAM_NAME", "my-decisions")
     monkeypatch.setenv("FRAUD_THRESHOLD", "0.05")
@@ -560,6 +564,21 @@ def test_handlers_read_env_and_use_the_client_factory(store, monkeypatch):
         FeatureGroupName=spec.STREAMING_FEATURE_GROUP.name, RecordIdentifierValueAsString="1"
     )
     assert [m["source"] for m in sqs.messages] == ["score_transaction", "ingest_aggregates"]
+
+
+def test_aws_clients_are_created_once_per_container(monkeypatch):
+    import boto3
+
+    from lambdas.clients import aws_client
+
+    created = []
+    monkeypatch.setattr(boto3, "client", lambda service: created.append(service) or object())
+    aws_client.cache_clear()
+    try:
+        assert aws_client("sqs") is aws_client("sqs") and aws_client("kinesis") is not aws_client("sqs")
+        assert created == ["sqs", "kinesis"]
+    finally:
+        aws_client.cache_clear()
 
 
 def test_ingest_writes_only_each_cards_newest_event(store):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from features import spec
-from lambdas.failures import batch_item_failures, send_failures
+from lambdas.clients import aws_client
+from lambdas.failures import FailureQueue, batch_item_failures
 from lambdas.records import KinesisItem, decode_batch
 from lambdas.retries import AWS_ERRORS, RetryPolicy, error_code, with_retries
 from lambdas.telemetry import DEFAULT_METRICS_NAMESPACE, log, put_metrics
@@ -63,6 +64,7 @@ def process_batch(
 ) -> dict[str, Any]:
     """Ingest one Kinesis batch; returns the partial-batch response."""
     policy = policy or RetryPolicy()
+    failure_queue = FailureQueue(sqs, config.failure_queue_url, "ingest_aggregates", policy, sleep)
     t0 = time.perf_counter()
     items = decode_batch(event, enriched=True)
     bad = [it for it in items if it.event is None]
@@ -74,7 +76,6 @@ def process_batch(
     covered: dict[int, list[KinesisItem]] = {}
     for it in items:
         if it.event is None:
-            log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="ingest")
             continue
         if it.event["late"]:
             late += 1
@@ -108,16 +109,7 @@ def process_batch(
                     sequence=it.sequence_number,
                 )
                 failures.extend(x.sequence_number for x in covered[card])
-    unsent = send_failures(
-        sqs,
-        config.failure_queue_url,
-        bad,
-        source="ingest_aggregates",
-        stage="validate",
-        policy=policy,
-        sleep=sleep,
-    )
-    failures += [it.sequence_number for it in unsent]
+    failures += failure_queue.divert(bad, stage="validate")
     latency_ms = (time.perf_counter() - t0) * 1000
     put_metrics(
         config.metrics_namespace,
@@ -144,17 +136,10 @@ def process_batch(
     return batch_item_failures(failures)
 
 
-_CLIENTS: dict[str, Any] = {}
-
-
-def clients() -> dict[str, Any]:
-    """boto3 clients, created once per Lambda container."""
-    if not _CLIENTS:
-        import boto3
-
-        _CLIENTS.update(featurestore=boto3.client("sagemaker-featurestore-runtime"), sqs=boto3.client("sqs"))
-    return _CLIENTS
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_batch(event, config=Config.from_env(), **clients())
+    return process_batch(
+        event,
+        featurestore=aws_client("sagemaker-featurestore-runtime"),
+        sqs=aws_client("sqs"),
+        config=Config.from_env(),
+    )

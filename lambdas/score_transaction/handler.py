@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from features import spec
+from lambdas.clients import aws_client
 from lambdas.decisions import decision_id
-from lambdas.failures import batch_item_failures, send_failures
+from lambdas.failures import FailureQueue, batch_item_failures
 from lambdas.records import BEYOND_LATENESS, KinesisItem, decode_batch
 from lambdas.retries import (
     AWS_ERRORS,
@@ -246,23 +247,12 @@ def process_batch(
 ) -> dict[str, Any]:
     """Score one Kinesis batch; returns the partial-batch response."""
     policy = policy or RetryPolicy()
+    failure_queue = FailureQueue(sqs, config.failure_queue_url, "score_transaction", policy, sleep)
     t0 = time.perf_counter()
     items = decode_batch(event, enriched=True)
     good = [it for it in items if it.event is not None]
     bad = [it for it in items if it.event is None]
-    failures: list[str] = []
-    for it in bad:
-        log("WARN", "malformed record", reason=it.reason, sequence=it.sequence_number, stage="score")
-    unsent = send_failures(
-        sqs,
-        config.failure_queue_url,
-        bad,
-        source="score_transaction",
-        stage="validate",
-        policy=policy,
-        sleep=sleep,
-    )
-    failures += [it.sequence_number for it in unsent]
+    failures = failure_queue.divert(bad, stage="validate")
 
     decisions: list[dict[str, Any]] = []
     rejected: list[KinesisItem] = []
@@ -345,19 +335,7 @@ def process_batch(
                         if it.sequence_number not in lost
                     ]
                 )
-    if rejected:
-        for it in rejected:
-            log("WARN", "record rejected", reason=it.reason, sequence=it.sequence_number, stage="score")
-        unsent = send_failures(
-            sqs,
-            config.failure_queue_url,
-            rejected,
-            source="score_transaction",
-            stage="score",
-            policy=policy,
-            sleep=sleep,
-        )
-        failures += [it.sequence_number for it in unsent]
+    failures += failure_queue.divert(rejected, stage="score")
 
     n = len(decisions)
     flagged = sum(d["fraud"] for d in decisions)
@@ -394,22 +372,12 @@ def process_batch(
     return batch_item_failures(failures)
 
 
-_CLIENTS: dict[str, Any] = {}
-
-
-def clients() -> dict[str, Any]:
-    """boto3 clients, created once per Lambda container (the factory local mode bypasses)."""
-    if not _CLIENTS:
-        import boto3
-
-        _CLIENTS.update(
-            featurestore=boto3.client("sagemaker-featurestore-runtime"),
-            runtime=boto3.client("sagemaker-runtime"),
-            kinesis=boto3.client("kinesis"),
-            sqs=boto3.client("sqs"),
-        )
-    return _CLIENTS
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_batch(event, config=Config.from_env(), **clients())
+    return process_batch(
+        event,
+        featurestore=aws_client("sagemaker-featurestore-runtime"),
+        runtime=aws_client("sagemaker-runtime"),
+        kinesis=aws_client("kinesis"),
+        sqs=aws_client("sqs"),
+        config=Config.from_env(),
+    )
