@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 .PHONY: install java-check test lint demo bench package deploy smoke clean
 
 # Idempotent: re-runs only when a lock file changes (stamps inside the venvs).
-install: java-check $(VENV)/.installed $(FLINK_VENV)/.installed
+install: java-check $(VENV)/.installed $(FLINK_VENV)/.installed $(FLINK_VENV)/share/fraud-streaming-operator.jar
 
 java-check:
 	@command -v java >/dev/null 2>&1 || { echo "Java 17+ is required for Spark and Flink: install it (Debian/Ubuntu: 'sudo apt-get install -y openjdk-17-jre-headless'; macOS: 'brew install openjdk@17') and put 'java' on PATH." >&2; exit 1; }
@@ -29,6 +29,10 @@ $(FLINK_VENV)/.installed: streaming/requirements.lock $(VENV)/.installed
 	test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
 	$(UV) pip install -q --python $(FLINK_VENV)/bin/python -r streaming/requirements.lock
 	touch $@
+
+# The Flink job's Java operator (streaming/operator_jar.py: javac against PyFlink's jars; clear error without javac).
+$(FLINK_VENV)/share/fraud-streaming-operator.jar: $(shell find streaming/java -name '*.java') streaming/operator_jar.py $(FLINK_VENV)/.installed
+	$(FLINK_VENV)/bin/python streaming/operator_jar.py $@
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -28,8 +28,7 @@ if __name__ == "__main__":  # script mode: make the repo root importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from features import spec  # noqa: E402
-from streaming import keyed, sql  # noqa: E402
-from streaming.keyed import event_time_ms  # noqa: E402
+from streaming import keyed, operator_jar, sql  # noqa: E402
 
 PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FraudFeatures"
@@ -122,175 +121,57 @@ def job_options_from_properties(props: dict[str, str]) -> dict[str, Any]:
     }
 
 
-# --- the keyed function --------------------------------------------------------------------------
-CACHE_MAX_CARDS = 200_000
-"""Cards whose decoded state the function keeps in memory (write-through: Flink's state is always
-current, so dropping the cache only costs reads); beyond this the cache is emptied."""
+# --- the keyed operator (Java) ---------------------------------------------------------------------
+def _bound_text(value: float) -> str:
+    return f"{value:g}"
 
 
-def _make_function(
+def operator_config(
     settings: keyed.Settings, max_event_time: float | None = None, future_skew_seconds: float | None = None
-):
-    """The `KeyedProcessFunction` (defined here so that importing this module needs no PyFlink).
-
-    Input: the raw record (the key, the card read in SQL, travels beside it). The event time in ms
-    is computed here from the parsed `trans_ts` exactly as the source's `rowtime` is
-    (`keyed.event_time_ms`), and the far-future rule is the source's (`sql.time_bound_sql`): the
-    stream record carries no timestamp (the rowtime column is not passed to Python, see `wire`). Per-card state: `history` (`ValueState`, pickled
-    `CardState.history_stored()`) and `pending` (`ListState`: on-time events waiting for the
-    watermark, one append per event). Decoded cards are cached in memory (write-through), so an
-    event costs no state read; on-time events cost an append and at most one timer (the timer
-    releases every pending event the watermark has passed)."""
-
-    from pyflink.common import Row
-    from pyflink.common.typeinfo import Types
-    from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-    from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
-
-    n_features = len(settings.fs.streaming_features)
-    n_input = len(sql.INPUT_COLUMNS)
-    on_arrival = settings.emit == keyed.EMIT_ON_ARRIVAL
-
-    class CardFeatures(KeyedProcessFunction):
-        """Parse + validate each record, then the card's rules (streaming/keyed.py)."""
-
-        def __init__(self, settings_json: str, lateness_ms: int, emit: str, bound: float | None, skew: float):
-            self.settings_json, self.lateness_ms, self.emit = settings_json, lateness_ms, emit
-            self.bound, self.skew = bound, skew
-
-        def open(self, runtime_context: RuntimeContext) -> None:
-            from streaming.parse import card_of, parse
-
-            self.parse, self.card_of = parse, card_of
-            self.settings = keyed.Settings(
-                spec.FeatureSpec.from_json(self.settings_json), self.lateness_ms, self.emit
-            )
-            self.history = runtime_context.get_state(
-                ValueStateDescriptor("history", Types.PICKLED_BYTE_ARRAY())
-            )
-            self.pending = runtime_context.get_list_state(
-                ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
-            )
-            self.cache: dict[int, keyed.CardState] = {}
-            self.rejected_nulls = (None,) * (n_features + len(keyed.LATENESS_FLAGS))
-            self.counters: dict[str, Any] = {}
-            try:
-                group = runtime_context.get_metrics_group()
-                for name in ("late", "beyondLateness", "rejected"):
-                    self.counters[name] = group.counter(name)
-            except Exception:  # metrics are optional (not every execution mode offers them)
-                self.counters = {}
-
-        def _count(self, name: str) -> None:
-            c = self.counters.get(name)
-            if c is not None:
-                c.inc()
-
-        def _card(self, key: int) -> keyed.CardState:
-            card = self.cache.get(key)
-            if card is None:
-                card = keyed.CardState.restore(self.settings, self.history.value(), list(self.pending.get()))
-                if len(self.cache) >= CACHE_MAX_CARDS:
-                    self.cache.clear()
-                self.cache[key] = card
-            return card
-
-        def _reject(self, raw: str, reason: str):
-            self._count("rejected")
-            return Row(None, self.card_of(raw), *(None,) * (n_input - 2), *self.rejected_nulls, raw, reason)
-
-        def process_element(self, value, ctx):
-            raw = value
-            fields, reason = self.parse(raw)
-            if fields is not None and fields[3] > (
-                self.bound if self.bound is not None else time.time() + self.skew
-            ):  # the source gave it the placeholder time 0: it never moved the watermark
-                fields, reason = (
-                    None,
-                    (
-                        f"{spec.EVENT_TIME} {fields[3]!r} is beyond the accepted event time "
-                        "(wall clock + future skew on a live stream, the data's end in a replay)"
-                    ),
-                )
-            if fields is None:
-                yield self._reject(raw, reason)
-                return
-            ts_ms = event_time_ms(fields[3])
-            card = self._card(fields[1])  # == the stream's key (sql.card_key_sql reads the same number)
-            timers = ctx.timer_service()
-            wm = timers.current_watermark()
-            if ts_ms > wm and not on_arrival:  # on time: wait for the watermark
-                card.pending.append((ts_ms, fields))
-                self.pending.add((ts_ms, fields))
-                timer = card.emission_timer(ts_ms)
-                if timer is not None:
-                    timers.register_event_time_timer(timer)
-                return
-            out, _ = card.on_event(fields, fields[3], fields[2], ts_ms, wm)
-            cleanup = card.tidy(wm)
-            if cleanup is not None:
-                timers.register_event_time_timer(cleanup)
-            self.history.update(card.history_stored())
-            for r in out:
-                if r[-2]:
-                    self._count("late")
-                if r[-1]:
-                    self._count("beyondLateness")
-                yield Row(*r, None, None)
-
-        def on_timer(self, timestamp, ctx):
-            key = ctx.get_current_key()
-            card = self._card(key)
-            timers = ctx.timer_service()
-            wm = timers.current_watermark()
-            cleaning = card.cleanup_at is not None and timestamp >= card.cleanup_at
-            # Every pending event the watermark has passed (this timer's and any later one's).
-            out = card.on_watermark(max(timestamp, wm), _ts, _amount)
-            if out:
-                if card.pending:
-                    self.pending.update(card.pending)
-                else:
-                    self.pending.clear()
-                cleanup = card.tidy(wm)
-                if cleanup is not None:
-                    timers.register_event_time_timer(cleanup)
-            nxt = card.next_emission_timer()
-            if nxt is not None:
-                timers.register_event_time_timer(nxt)
-            if cleaning:
-                cleanup = card.clean_up(timestamp, wm)
-                if cleanup is not None:
-                    timers.register_event_time_timer(cleanup)
-            if out or cleaning:
-                if card.is_empty():
-                    self.history.clear()
-                    del self.cache[key]
-                else:
-                    self.history.update(card.history_stored())
-            for r in out:
-                yield Row(*r, None, None)
-
+) -> str:
+    """The JSON the Java operator (`fraud.streaming.CardFeatures`, streaming/java) is built from:
+    the spec's streaming aggregations and recency values (the operator loops over them), the event's
+    fields and validity bounds (spec.BOUNDS, with the rendered forms spec.value_problem prints), the
+    output columns (sql.output_columns), the allowed lateness, emit mode, retention and the
+    far-future bound (a replay's fixed end, else wall clock + skew)."""
+    fs = settings.fs
     skew = spec.FUTURE_SKEW_SECONDS if future_skew_seconds is None else float(future_skew_seconds)
     bound = None if max_event_time is None else min(float(max_event_time), spec.MAX_EVENT_TIME)
-    return CardFeatures(settings.fs.to_json(), settings.allowed_lateness_ms, settings.emit, bound, skew)
-
-
-def _ts(row: tuple) -> float:
-    return row[3]
-
-
-def _amount(row: tuple) -> float:
-    return row[2]
-
-
-_FLINK_TYPES = {"STRING": "STRING", "BIGINT": "LONG", "DOUBLE": "DOUBLE", "INT": "INT", "BOOLEAN": "BOOLEAN"}
-
-
-def output_type_info(fs: spec.FeatureSpec):
-    from pyflink.common.typeinfo import Types
-
-    cols = sql.output_columns(fs)
-    return Types.ROW_NAMED([n for n, _ in cols], [getattr(Types, _FLINK_TYPES[t])() for _, t in cols])
+    return json.dumps(
+        {
+            "fields": {
+                "tid": "tid",
+                "card": spec.CARD_ID,
+                "amount": spec.AMOUNT,
+                "event_time": spec.EVENT_TIME,
+                "label": spec.LABEL,
+            },
+            "event_fields": list(spec.EVENT_FIELDS),
+            "optional_fields": list(spec.OPTIONAL_EVENT_FIELDS),
+            "bounds": {
+                name: {
+                    "low": float(lo),
+                    "high": float(hi),
+                    "low_text": _bound_text(lo),
+                    "high_text": _bound_text(hi),
+                }
+                for name, (lo, hi) in spec.BOUNDS.items()
+            },
+            "aggregations": [
+                {"name": a.name, "operation": a.operation, "seconds": a.seconds} for a in fs.streaming
+            ],
+            "recency": [{"name": r.name, "nth": r.nth} for r in fs.recency],
+            "recency_sentinel": spec.RECENCY_SENTINEL,
+            "allowed_lateness_ms": settings.allowed_lateness_ms,
+            "emit": settings.emit,
+            "retention_ms": settings.retention_ms,
+            "keep_last": settings.keep_last,
+            "cleanup_round_ms": keyed.CLEANUP_ROUND_MS,
+            "max_event_time": bound,
+            "future_skew_seconds": skew,
+            "output_columns": [list(c) for c in sql.output_columns(fs)],
+        }
+    )
 
 
 # --- environment -------------------------------------------------------------------------------
@@ -309,8 +190,10 @@ def build_envs(
     checkpoint_dir: str | None = None,
     checkpoint_interval_ms: int | None = None,
     restore_from: str | None = None,
+    jars: tuple[Path, ...] = (),
 ):
-    """StreamExecutionEnvironment + StreamTableEnvironment in UTC, Python in the chosen mode."""
+    """StreamExecutionEnvironment + StreamTableEnvironment in UTC, with `jars` (the operator's,
+    locally) on the job's and the client's classpath."""
     if execution_mode not in ("thread", "process"):
         raise ValueError(f"python.execution-mode must be thread or process, got {execution_mode!r}")
     os.environ["PYTHONPATH"] = _embedded_pythonpath()
@@ -330,6 +213,8 @@ def build_envs(
     if restore_from:
         config.set_string("execution.savepoint.path", restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(config)
+    if jars:
+        env.add_jars(*(Path(j).resolve().as_uri() for j in jars))
     if parallelism:
         env.set_parallelism(parallelism)
     if checkpoint_interval_ms:
@@ -348,36 +233,40 @@ def wire(
     max_event_time: float | None = None,
     future_skew_seconds: float | None = None,
 ):
-    """Source table -> keyed by card -> `CardFeatures` -> the enriched Table (for the sink).
+    """Source table -> keyed by card -> the Java operator `CardFeatures` -> the enriched Table.
 
-    One Python operator per event: the card (the key) is read in SQL (`sql.card_key_sql`) and the
-    stream is keyed on it in the JVM (`KeyByKeySelector`, the selector PyFlink's own `key_by` puts
-    after a Python key function), so no Python key selector runs; the function receives only the
-    raw text: passing `rowtime` to Python (a datetime per event) cost ~20 us per event
-    (docs/streaming.md), so the function recomputes the event time from `trans_ts` with the
-    source's rule; the watermark still comes from the source's `rowtime`."""
+    No record crosses into Python: the card (the key) and the raw text are selected in SQL
+    (`sql.source_query`), the stream is keyed and processed in the JVM by
+    `fraud.streaming.CardFeatures.apply` (reached through the py4j gateway, the operator's jar on
+    the classpath: `pipeline.jars` locally, the application's `jarfile` on Managed Flink), and the
+    operator's rows (typed by `sql.output_columns(fs)`) go back to the Table API for the sink."""
     from pyflink.common.typeinfo import Types
-    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
-    # Row type info (not to_data_stream's ExternalTypeInfo): the embedded keyed operator reads its
-    # input as a RowTypeInfo (key, value).
     source = t_env.to_append_stream(
         t_env.sql_query(sql.source_query()), Types.ROW([Types.LONG(), Types.STRING()])
     )
-    j_keyed = source._j_data_stream.keyBy(
-        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.LONG()]).get_java_type_info()
+    operator = _operator_class(get_gateway())
+    j_out = operator.apply(
+        source._j_data_stream, operator_config(settings, max_event_time, future_skew_seconds)
     )
-    keyed_stream = KeyedStream(j_keyed, Types.STRING(), source)
-    enriched = (
-        keyed_stream.process(
-            _make_function(settings, max_event_time, future_skew_seconds),
-            output_type=output_type_info(settings.fs),
+    return t_env.from_data_stream(DataStream(j_out))
+
+
+def _operator_class(gateway):
+    """`fraud.streaming.CardFeatures` through the context class loader (which holds the user jars)."""
+    from py4j.java_gateway import JavaClass
+
+    found = gateway.jvm
+    for part in operator_jar.OPERATOR_CLASS.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, JavaClass):  # py4j answers a JavaPackage for an unknown class
+        raise RuntimeError(
+            f"{operator_jar.OPERATOR_CLASS} not found: the operator jar is not on the classpath "
+            "(locally: `make install`; on Managed Flink: the application jar, infra/package.py)"
         )
-        .uid("card-features")
-        .name("card-features")
-    )
-    return t_env.from_data_stream(enriched)
+    return found
 
 
 def run(
@@ -394,8 +283,12 @@ def run(
     checkpoint_interval_ms: int | None = None,
     restore_from: str | None = None,
     wait: bool = True,
+    operator_jar_path: Path | None = None,
 ):
-    """Create the tables, wire source -> keyed function -> sink and submit; wait for a bounded run."""
+    """Create the tables, wire source -> keyed operator -> sink and submit; wait for a bounded run.
+
+    `operator_jar_path`: the Java operator's jar to put on the classpath (local runs); None when
+    the runtime already has it (Managed Flink loads the application's `jarfile`)."""
     settings = settings or keyed.Settings()
     _env, t_env = build_envs(
         parallelism,
@@ -404,6 +297,7 @@ def run(
         checkpoint_dir,
         checkpoint_interval_ms,
         restore_from,
+        jars=(operator_jar_path,) if operator_jar_path else (),
     )
     for stmt in sql.statements(conn, watermark_seconds, settings.fs, max_event_time, future_skew_seconds):
         t_env.execute_sql(stmt)
@@ -437,6 +331,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", default=None, help="retain checkpoints here (local restart tests)")
     p.add_argument("--checkpoint-interval-ms", type=int, default=None)
     p.add_argument("--restore-from", default=None, help="a retained checkpoint or savepoint to start from")
+    p.add_argument(
+        "--operator-jar", default=None, help=f"the Java operator's jar (default {operator_jar.DEFAULT_JAR})"
+    )
     return p.parse_args(argv)
 
 
@@ -455,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                 allowed_lateness_ms=int(args.allowed_lateness_seconds * 1000),
                 emit=args.emit,
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            jar = operator_jar.find_jar(args.operator_jar or os.environ.get("FRAUD_OPERATOR_JAR"))
+        except (OSError, ValueError, KeyError, TypeError, operator_jar.BuildError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         extra = {"source.monitor-interval": args.monitor_interval} if args.monitor_interval else {}
@@ -485,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir=args.checkpoint_dir,
             checkpoint_interval_ms=args.checkpoint_interval_ms,
             restore_from=args.restore_from,
+            operator_jar_path=jar,
         )
         print(json.dumps({"status": "finished", "seconds": round(time.perf_counter() - t0, 3)}), flush=True)
         return 0
