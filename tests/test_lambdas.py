@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from types import SimpleNamespace
+from typing import Any
 
 import boto3
 import pytest
@@ -124,6 +125,29 @@ def score_cfg(**kw):
     return score.Config(failure_queue_url=QUEUE, **kw)
 
 
+def score_batch(event, **overrides):
+    """`score.process_batch` with fresh fakes for the clients a test does not pass, no sleeping."""
+    options = dict(
+        runtime=FakeRuntime(), kinesis=FakeKinesis(), sqs=FakeSqs(), config=score_cfg(), policy=NO_SLEEP
+    )
+    return score.process_batch(event, **{**options, **overrides})
+
+
+def ingest_batch(event, **overrides):
+    """`ingest.process_batch` with a fake failure queue unless a test passes its own, no sleeping."""
+    options = dict(sqs=FakeSqs(), config=ingest.Config(failure_queue_url=QUEUE), policy=NO_SLEEP)
+    return ingest.process_batch(event, **{**options, **overrides})
+
+
+def failing_every_attempt(service: str, operation: str, code: str, status: int) -> tuple[Any, Stubber]:
+    """A boto3 client whose `operation` fails with `code` on each of NO_SLEEP's attempts."""
+    client = boto3.client(service, region_name="us-east-1")
+    stub = Stubber(client)
+    for _ in range(NO_SLEEP.max_attempts):
+        stub.add_client_error(operation, service_error_code=code, http_status_code=status)
+    return client, stub
+
+
 MALFORMED = [
     (b"{not json", "bad JSON"),
     (json.dumps({"tid": "m1", "amount": 1.0, "trans_ts": 1.0}).encode(), "missing field(s): cc_num"),
@@ -148,15 +172,7 @@ def test_score_batch_one_lookup_one_invoke_exact_features(store, capsys):
     calls = []
     orig = store.batch_get_record
     store.batch_get_record = lambda **kw: (calls.append(kw), orig(**kw))[1]
-    resp = score.process_batch(
-        kinesis_event(events),
-        featurestore=store,
-        runtime=runtime,
-        kinesis=kin,
-        sqs=sqs,
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(kinesis_event(events), featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs)
     assert resp == {"batchItemFailures": []}
     assert len(calls) == 1 and calls[0]["Identifiers"][0]["RecordIdentifiersValueAsString"] == ["1", "2", "3"]
     assert len(runtime.calls) == 1 and runtime.calls[0][2] == "text/csv"
@@ -215,9 +231,7 @@ def test_malformed_records_go_to_failure_queue_not_retried(store):
     event["Records"].append(
         {"kinesis": {"sequenceNumber": "999", "partitionKey": "k", "data": "%%%notbase64"}}
     )
-    resp = score.process_batch(
-        event, featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs, config=score_cfg(), policy=NO_SLEEP
-    )
+    resp = score_batch(event, featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs)
     assert resp == {"batchItemFailures": []}  # malformed records are never retried
     assert [d["tid"] for d in kin.decisions()] == ["g0", "g1", "g2"]
     assert len(sqs.messages) == len(MALFORMED) + 1
@@ -270,24 +284,16 @@ def test_throttled_feature_store_is_retried_with_backoff(store):
 
 
 def test_endpoint_throttling_exhausted_reports_whole_batch(store):
-    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    stub = Stubber(client)
-    for _ in range(NO_SLEEP.max_attempts):
-        stub.add_client_error(
-            "invoke_endpoint", service_error_code="ThrottlingException", http_status_code=429
-        )
+    client, stub = failing_every_attempt("sagemaker-runtime", "invoke_endpoint", "ThrottlingException", 429)
     events = [enriched("a", 1, 1.0, 1.0), enriched("b", 2, 2.0, 2.0)]
     sqs = FakeSqs()
     payloads = [json.dumps(events[0]), "garbage", json.dumps(events[1])]
     with stub:
-        resp = score.process_batch(
+        resp = score_batch(
             kinesis_event(payloads, partition_keys=["1", "x", "2"]),
             featurestore=store,
             runtime=client,
-            kinesis=FakeKinesis(),
             sqs=sqs,
-            config=score_cfg(),
-            policy=NO_SLEEP,
         )
         stub.assert_no_pending_responses()
     seqs = [f"{i:056d}" for i in (1, 3)]
@@ -300,30 +306,14 @@ def test_model_error_is_not_retried_in_place(store):
     stub = Stubber(client)
     stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424)
     with stub:
-        resp = score.process_batch(
-            kinesis_event([enriched("a", 1, 1.0, 1.0)]),
-            featurestore=store,
-            runtime=client,
-            kinesis=FakeKinesis(),
-            sqs=FakeSqs(),
-            config=score_cfg(),
-            policy=NO_SLEEP,
-        )
+        resp = score_batch(kinesis_event([enriched("a", 1, 1.0, 1.0)]), featurestore=store, runtime=client)
     assert resp["batchItemFailures"] == [{"itemIdentifier": f"{1:056d}"}]
 
 
 def test_put_records_partial_failure_resends_only_failed_entries(store):
     kin = FakeKinesis(fail_first=2)
     events = [enriched(f"t{i}", 1, float(i), float(i)) for i in range(5)]
-    resp = score.process_batch(
-        kinesis_event(events),
-        featurestore=store,
-        runtime=FakeRuntime(),
-        kinesis=kin,
-        sqs=FakeSqs(),
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(kinesis_event(events), featurestore=store, kinesis=kin)
     assert resp == {"batchItemFailures": []}
     assert [len(recs) for _, recs in kin.calls] == [5, 2]
     assert [json.loads(r["Data"])["tid"] for r in kin.calls[1][1]] == ["t0", "t1"]
@@ -344,15 +334,7 @@ def test_put_records_never_delivered_reports_source_sequence_numbers(store):
 
     kin = AlwaysFailing()
     events = [enriched("a", 1, 1.0, 1.0), enriched("b", 1, 2.0, 2.0), enriched("c", 1, 3.0, 3.0)]
-    resp = score.process_batch(
-        kinesis_event(events, start_sequence=41),
-        featurestore=store,
-        runtime=FakeRuntime(),
-        kinesis=kin,
-        sqs=FakeSqs(),
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(kinesis_event(events, start_sequence=41), featurestore=store, kinesis=kin)
     # Retries re-send only entry "b"; once retries run out its source record is reported.
     assert [json.loads(r["Data"])["tid"] for r in kin.calls[1][1]] == ["b"]
     assert resp["batchItemFailures"] == [{"itemIdentifier": f"{42:056d}"}]
@@ -395,22 +377,9 @@ def test_failure_queue_partial_failure_resends_only_transient_entries(capsys):
 
 
 def test_failure_queue_down_reports_malformed_as_failures(store):
-    client = boto3.client("sqs", region_name="us-east-1")
-    stub = Stubber(client)
-    for _ in range(NO_SLEEP.max_attempts):
-        stub.add_client_error(
-            "send_message_batch", service_error_code="ServiceUnavailable", http_status_code=503
-        )
+    client, stub = failing_every_attempt("sqs", "send_message_batch", "ServiceUnavailable", 503)
     with stub:
-        resp = score.process_batch(
-            kinesis_event(["bad json"], partition_keys=["x"]),
-            featurestore=store,
-            runtime=FakeRuntime(),
-            kinesis=FakeKinesis(),
-            sqs=client,
-            config=score_cfg(),
-            policy=NO_SLEEP,
-        )
+        resp = score_batch(kinesis_event(["bad json"], partition_keys=["x"]), featurestore=store, sqs=client)
     assert resp["batchItemFailures"] == [{"itemIdentifier": f"{1:056d}"}]
 
 
@@ -445,12 +414,8 @@ def test_ingest_writes_event_time_and_skips_late(store):
         enriched("b", 7, 99.0, 500.0, late=True),
         enriched("c", 8, 1.0, 2000.0),
     ]
-    resp = ingest.process_batch(
-        kinesis_event([*events, "nope"], partition_keys=["7", "7", "8", "x"]),
-        featurestore=store,
-        sqs=sqs,
-        config=ingest.Config(failure_queue_url=QUEUE),
-        policy=NO_SLEEP,
+    resp = ingest_batch(
+        kinesis_event([*events, "nope"], partition_keys=["7", "7", "8", "x"]), featurestore=store, sqs=sqs
     )
     assert resp == {"batchItemFailures": []}
     fg = spec.STREAMING_FEATURE_GROUP.name
@@ -467,13 +432,7 @@ def test_ingest_writes_event_time_and_skips_late(store):
     }
     assert len(sqs.messages) == 1 and "bad JSON" in sqs.messages[0]["reason"]
     # An older (redelivered / reordered) event never replaces the newer record.
-    ingest.process_batch(
-        kinesis_event([enriched("z", 7, 5.0, 900.0, n=9, avg=1.0)]),
-        featurestore=store,
-        sqs=sqs,
-        config=ingest.Config(failure_queue_url=QUEUE),
-        policy=NO_SLEEP,
-    )
+    ingest_batch(kinesis_event([enriched("z", 7, 5.0, 900.0, n=9, avg=1.0)]), featurestore=store, sqs=sqs)
     rec = {
         f["FeatureName"]: f["ValueAsString"]
         for f in store.get_record(FeatureGroupName=fg, RecordIdentifierValueAsString="7")["Record"]
@@ -493,13 +452,7 @@ def test_ingest_throttling_retried_then_partial_failure(store):
     sqs = FakeSqs()
     events = [enriched("a", 1, 1.0, 1.0), enriched("b", 2, 1.0, 2.0), enriched("c", 3, 1.0, 3.0)]
     with stub:
-        resp = ingest.process_batch(
-            kinesis_event(events),
-            featurestore=client,
-            sqs=sqs,
-            config=ingest.Config(failure_queue_url=QUEUE),
-            policy=NO_SLEEP,
-        )
+        resp = ingest_batch(kinesis_event(events), featurestore=client, sqs=sqs)
         stub.assert_no_pending_responses()
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
     assert len(sqs.messages) == 1 and "rejected by the feature store" in sqs.messages[0]["reason"]
@@ -595,13 +548,7 @@ def test_ingest_writes_only_each_cards_newest_event(store):
         enriched("c", 5, 3.0, 20.0, n=2),
         enriched("d", 6, 4.0, 15.0),
     ]
-    resp = ingest.process_batch(
-        kinesis_event(events),
-        featurestore=Counting(),
-        sqs=FakeSqs(),
-        config=ingest.Config(failure_queue_url=QUEUE),
-        policy=NO_SLEEP,
-    )
+    resp = ingest_batch(kinesis_event(events), featurestore=Counting())
     assert resp == {"batchItemFailures": []}
     assert sorted((c["cc_num"], c["trans_time"], c[S.count_name]) for c in calls) == [
         ("5", "30.0", "3"),
@@ -616,13 +563,7 @@ def test_ingest_writes_only_each_cards_newest_event(store):
                 raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "x"}}, "PutRecord")
             return {}
 
-    resp = ingest.process_batch(
-        kinesis_event(events),
-        featurestore=Down(),
-        sqs=FakeSqs(),
-        config=ingest.Config(failure_queue_url=QUEUE),
-        policy=NO_SLEEP,
-    )
+    resp = ingest_batch(kinesis_event(events), featurestore=Down())
     # Every record of the card whose write failed is retried (Kinesis resumes from the lowest).
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 2, 3)]}
 
@@ -711,15 +652,8 @@ def test_score_endpoint_unreachable_reports_batch_and_still_emits_metrics(store,
     payloads = [json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage", json.dumps(enriched("b", 2, 2.0, 2.0))]
     event = kinesis_event(payloads, partition_keys=["1", "x", "2"])
     for _ in range(2):  # Kinesis re-delivers the batch: the malformed record is not re-sent
-        resp = score.process_batch(
-            event,
-            featurestore=store,
-            runtime=runtime,
-            kinesis=kin,
-            sqs=sqs,
-            config=score_cfg(),
-            policy=NO_SLEEP,
-            sleep=sleeps.append,
+        resp = score_batch(
+            event, featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs, sleep=sleeps.append
         )
         assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 3)]}
         emf = _emf(capsys.readouterr().out)
@@ -734,15 +668,7 @@ def test_score_feature_store_read_timeout_once_is_retried(store):
 
     fs = Unreachable(ReadTimeoutError(endpoint_url="https://featurestore"), times=1, inner=store)
     kin = FakeKinesis()
-    resp = score.process_batch(
-        kinesis_event([enriched("t", 1, 100.0, 1.6e9)]),
-        featurestore=fs,
-        runtime=FakeRuntime(),
-        kinesis=kin,
-        sqs=FakeSqs(),
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(kinesis_event([enriched("t", 1, 100.0, 1.6e9)]), featurestore=fs, kinesis=kin)
     assert resp == {"batchItemFailures": []} and fs.calls == 2
     assert kin.decisions()[0]["features"]["amt_ratio2"] == 2.0  # card 1 snapshot avg 50.0
 
@@ -753,15 +679,7 @@ def test_score_decisions_stream_and_failure_queue_unreachable(store, capsys):
     kin = Unreachable(ConnectionClosedError(endpoint_url="https://kinesis"))
     sqs = Unreachable(EndpointConnectionError(endpoint_url="https://sqs"))
     event = kinesis_event([json.dumps(enriched("a", 1, 1.0, 1.0)), "garbage"], partition_keys=["1", "x"])
-    resp = score.process_batch(
-        event,
-        featurestore=store,
-        runtime=FakeRuntime(),
-        kinesis=kin,
-        sqs=sqs,
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(event, featurestore=store, kinesis=kin, sqs=sqs)
     # Scored but undelivered, and malformed but unsent: both are retried by Kinesis, nothing is lost.
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (2, 1)]}
     assert kin.calls == NO_SLEEP.max_attempts and sqs.calls == NO_SLEEP.max_attempts
@@ -785,12 +703,8 @@ def test_ingest_connection_errors_become_batch_item_failures(store, capsys):
 
     fs = HalfDown()
     events = [enriched("a", 5, 1.0, 10.0), enriched("b", 6, 2.0, 11.0), enriched("c", 5, 3.0, 12.0)]
-    resp = ingest.process_batch(
-        kinesis_event([*events, "nope"], partition_keys=["5", "6", "5", "x"]),
-        featurestore=fs,
-        sqs=FakeSqs(),
-        config=ingest.Config(failure_queue_url=QUEUE),
-        policy=NO_SLEEP,
+    resp = ingest_batch(
+        kinesis_event([*events, "nope"], partition_keys=["5", "6", "5", "x"]), featurestore=fs
     )
     assert resp == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 3)]}
     assert fs.calls == NO_SLEEP.max_attempts + 1  # card 5 retried in place, card 6 written once
@@ -891,15 +805,7 @@ class RefusingRuntime(FakeRuntime):
 def test_a_row_the_endpoint_refuses_is_isolated_and_the_rest_decided(store):
     runtime, kin, sqs = RefusingRuntime(), FakeKinesis(), FakeSqs()
     events = [enriched(f"t{i}", 1, 666.0 if i == 37 else float(i + 1), 1.6e9 + i) for i in range(100)]
-    resp = score.process_batch(
-        kinesis_event(events),
-        featurestore=store,
-        runtime=runtime,
-        kinesis=kin,
-        sqs=sqs,
-        config=score_cfg(),
-        policy=NO_SLEEP,
-    )
+    resp = score_batch(kinesis_event(events), featurestore=store, runtime=runtime, kinesis=kin, sqs=sqs)
     assert resp == {"batchItemFailures": []}  # nothing retried: the shard moves on
     assert sorted(d["tid"] for d in kin.decisions()) == sorted(f"t{i}" for i in range(100) if i != 37)
     assert [(m["stage"], json.loads(m["data"])["tid"]) for m in sqs.messages] == [("score", "t37")]
@@ -956,14 +862,12 @@ def test_non_finite_model_input_is_rejected_before_the_endpoint_call(store, tmp_
     try:
         events = [enriched("ok1", 1, 10.0, 1.6e9), enriched("huge", 5, 1e9, 1.6e9 + 1, avg=1.0)]
         events.append(enriched("ok2", 2, 20.0, 1.6e9 + 2))
-        resp = score.process_batch(
+        resp = score_batch(
             kinesis_event(events),
             featurestore=store,
             runtime=LocalSageMakerRuntime(server.url),
             kinesis=kin,
             sqs=sqs,
-            config=score_cfg(),
-            policy=NO_SLEEP,
         )
     finally:
         server.stop()
@@ -977,15 +881,7 @@ def test_decisions_carry_a_deterministic_id_and_consumers_drop_redeliveries(stor
     kin = FakeKinesis()
     events = [enriched("a", 1, 10.0, 1.6e9), enriched("b", 1, 20.0, 1.6e9 + 1)]
     for _ in range(2):  # the same batch delivered twice (a Kinesis retry)
-        score.process_batch(
-            kinesis_event(events),
-            featurestore=store,
-            runtime=FakeRuntime(),
-            kinesis=kin,
-            sqs=FakeSqs(),
-            config=score_cfg(),
-            policy=NO_SLEEP,
-        )
+        score_batch(kinesis_event(events), featurestore=store, kinesis=kin)
     delivered = kin.decisions()
     assert len(delivered) == 4
     consumer = DecisionDeduplicator()
