@@ -554,26 +554,14 @@ def _replay_cases(report: Report, root: Path, model: Path, *, real_flink: bool) 
 
     def sigterm_replay() -> str | None:
         before = _flink_like()
-        proc = subprocess.Popen([sys.executable, "run_pipeline.py", *argv], cwd=REPO, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not _descendants(proc.pid, "java"):
-                time.sleep(0.1)
-            jvms = _descendants(proc.pid, "java")
-            time.sleep(1.0)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        code, jvms, err = _sigterm_once_java_runs(argv, settle_seconds=1.0)
         time.sleep(0.5)
         left = [p for p in jvms if _alive(p)] + [p for p in _flink_like() if p not in before]
         report.orphans_left += len(left)
         if not jvms:
             return "the Flink JVM never started"
-        if proc.returncode != 143 or "Traceback" in err:
-            return f"exit {proc.returncode}: {err.strip().splitlines()[-1:]}"
+        if code != 143 or "Traceback" in err:
+            return f"exit {code}: {err.strip().splitlines()[-1:]}"
         return f"{len(left)} process(es) left" if left else None
 
     report.check("signal", "SIGTERM to replay while Flink runs", sigterm_replay)
@@ -599,6 +587,25 @@ def _echo_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path
     out = [r | _lone_features(r["amount"]) | {"late": False, "raw": None} for r in rows]
     (sink / "part-0").write_text("".join(json.dumps(r) + "\n" for r in out))
     return 0.0
+
+
+def _sigterm_once_java_runs(argv: list[str], settle_seconds: float) -> tuple[int, list[psutil.Process], str]:
+    """Run `run_pipeline.py ARGV`, wait (up to 120 s) for its Java child (Spark or Flink), let it work
+    `settle_seconds`, send SIGTERM: the exit code, the JVMs it had, its stderr."""
+    proc = subprocess.Popen([sys.executable, "run_pipeline.py", *argv], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _descendants(proc.pid, "java") and proc.poll() is None:
+            time.sleep(0.1)
+        jvms = _descendants(proc.pid, "java")
+        time.sleep(settle_seconds)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, jvms, err
 
 
 def _descendants(pid: int, name: str) -> list[psutil.Process]:
@@ -743,28 +750,14 @@ def _process_cases(report: Report, root: Path, model: Path) -> None:
                                               str(root / "w"), "--no-stream")))  # fmt: skip
 
     def sigterm_spark() -> str | None:
-        proc = subprocess.Popen(
-            [sys.executable, "run_pipeline.py", "local", "--rows", "30000", "--work-dir", str(root / "spark"),
-             "--no-stream"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not _descendants(proc.pid, "java") and proc.poll() is None:
-                time.sleep(0.1)
-            jvms = _descendants(proc.pid, "java")
-            time.sleep(3)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        argv = ["local", "--rows", "30000", "--work-dir", str(root / "spark"), "--no-stream"]
+        code, jvms, err = _sigterm_once_java_runs(argv, settle_seconds=3.0)
         _, alive = psutil.wait_procs(jvms, timeout=15)
         report.orphans_left += len(alive)
         if not jvms:
             return "the Spark JVM never started"
-        if proc.returncode != 143 or "Traceback" in err or len(err.strip().splitlines()[-1:]) != 1:
-            return f"exit {proc.returncode}"
+        if code != 143 or "Traceback" in err or len(err.strip().splitlines()[-1:]) != 1:
+            return f"exit {code}"
         return f"{len(alive)} JVM(s) left" if alive else None
 
     report.check("signal", "SIGTERM to local during the Spark step", sigterm_spark)
