@@ -39,9 +39,18 @@ def sm():
         yield client
 
 
-def _register(sm, status: str = "PendingManualApproval") -> str:
+def _version_names(version: int) -> tuple[str, h.DeployConfig, str, str]:
+    """A model package ARN of GROUP, the default config, and the model and endpoint-config names the
+    handler derives for that version."""
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/{version}"
+    config = _config()
+    model_name = h.model_name_for(GROUP, version)
+    return arn, config, model_name, h.endpoint_config_name_for(ENDPOINT, version, config, model_name)
+
+
+def _register(sm, status: str = "PendingManualApproval", group: str = GROUP) -> str:
     arn = sm.create_model_package(
-        ModelPackageGroupName=GROUP,
+        ModelPackageGroupName=group,
         InferenceSpecification={
             "Containers": [
                 {
@@ -124,15 +133,7 @@ def test_rejected_by_eventbridge_is_skipped_and_other_groups_are_ignored(sm):
     )
     assert result["status"] == "skipped" and "Rejected" in result["reason"]
     sm.create_model_package_group(ModelPackageGroupName="other-group")
-    other = sm.create_model_package(
-        ModelPackageGroupName="other-group",
-        InferenceSpecification={
-            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-        ModelApprovalStatus="Approved",
-    )["ModelPackageArn"]
+    other = _register(sm, "Approved", group="other-group")
     result = h.deploy(h.parse_event(_pipeline_event(other), config), sagemaker=sm, config=config)
     assert result["status"] == "skipped" and "other-group" in result["reason"]
     assert sm.list_endpoints()["Endpoints"] == []
@@ -169,10 +170,7 @@ def _endpoint(config_name: str, status: str = "InService", **extra) -> dict:
 
 
 def test_existing_endpoint_gets_blue_green_update_with_rollback_alarms():
-    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/2"
-    config = _config()
-    model_name = h.model_name_for(GROUP, 2)
-    config_name = h.endpoint_config_name_for(ENDPOINT, 2, config, model_name)
+    arn, config, model_name, config_name = _version_names(2)
     client, stub = _stubbed_client()
     stub.add_response("describe_model_package", _package(arn), {"ModelPackageName": arn})
     stub.add_response(
@@ -244,10 +242,7 @@ def test_no_alarms_means_no_auto_rollback_block():
 
 
 def test_busy_endpoint_fails_the_invocation_and_pending_same_version_is_in_progress():
-    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/3"
-    config = _config()
-    model_name = h.model_name_for(GROUP, 3)
-    config_name = h.endpoint_config_name_for(ENDPOINT, 3, config, model_name)
+    arn, config, model_name, config_name = _version_names(3)
     existing = {
         "ModelName": model_name,
         "ModelArn": f"arn:aws:sagemaker:{REGION}:123456789012:model/{model_name}",
@@ -335,10 +330,7 @@ def test_handler_reads_env_and_logs_an_embedded_metric(sm, monkeypatch, capsys):
 
 def test_concurrent_invocations_creating_the_same_resources_do_not_fail():
     # The pipeline step and the approval event can deploy the same Approved version at once.
-    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/4"
-    config = _config()
-    model_name = h.model_name_for(GROUP, 4)
-    config_name = h.endpoint_config_name_for(ENDPOINT, 4, config, model_name)
+    arn, config, model_name, config_name = _version_names(4)
     client, stub = _stubbed_client()
     stub.add_response("describe_model_package", _package(arn, 4))
     stub.add_client_error("describe_model", "ValidationException", f"Could not find model {model_name}.")
@@ -373,10 +365,7 @@ def test_concurrent_invocations_creating_the_same_resources_do_not_fail():
 def test_update_racing_with_a_concurrent_invocation_is_resolved_by_reading_the_endpoint_again():
     """Both invocations saw the endpoint InService on the old version; the second UpdateEndpoint is
     refused by the service. The same version in flight is success, another version is 'busy'."""
-    arn = f"arn:aws:sagemaker:{REGION}:123456789012:model-package/{GROUP}/5"
-    config = _config()
-    model_name = h.model_name_for(GROUP, 5)
-    config_name = h.endpoint_config_name_for(ENDPOINT, 5, config, model_name)
+    arn, config, model_name, config_name = _version_names(5)
 
     def run(after_refusal: dict | None, error_code: str = "ValidationException") -> dict:
         client, stub = _stubbed_client()
