@@ -267,7 +267,7 @@ public final class EventParser implements Serializable {
         if (d == 0) {
             return (1 / d < 0) ? "-0.0" : "0.0";
         }
-        BigDecimal x = new BigDecimal(Double.toString(Math.abs(d))).stripTrailingZeros();
+        BigDecimal x = shortest(Math.abs(d));
         String digits = x.unscaledValue().toString();
         int decpt = digits.length() - x.scale(); // value = 0.<digits> * 10^decpt
         StringBuilder b = new StringBuilder(d < 0 ? "-" : "");
@@ -288,6 +288,19 @@ public final class EventParser implements Serializable {
             b.append(exp < 0 ? "e-" : "e+").append(String.format("%02d", Math.abs(exp)));
         }
         return b.toString();
+    }
+
+    /** The shortest decimal that reads back as d, the closest one of that length (Python's repr;
+     * Java 17's Double.toString is not always the shortest). */
+    private static BigDecimal shortest(double d) {
+        BigDecimal exact = new BigDecimal(d);
+        for (int p = 1; p < 17; p++) {
+            BigDecimal r = exact.round(new java.math.MathContext(p, java.math.RoundingMode.HALF_EVEN));
+            if (r.doubleValue() == d) {
+                return r.stripTrailingZeros();
+            }
+        }
+        return exact.round(new java.math.MathContext(17, java.math.RoundingMode.HALF_EVEN)).stripTrailingZeros();
     }
 
     /** json.dumps of a scalar that is not a string (optional text fields keep numbers as text). */
