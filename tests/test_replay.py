@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import spec
+from shared.cli import run
 from streaming import events as events_mod
 from streaming import replay
 from tests.reference import lone_event_features
@@ -173,7 +174,7 @@ def test_replay_cli_user_errors(tmp_path, capsys):
             str(tmp_path / "d.jsonl"),
         ]
     )
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2  # ReplayError, caught once at the entry
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: snapshot table not found")
     args = parser.parse_args(
@@ -187,7 +188,7 @@ def test_replay_cli_user_errors(tmp_path, capsys):
             str(tmp_path / "d.jsonl"),
         ]
     )
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     assert "events file not found" in capsys.readouterr().err
 
 
@@ -304,17 +305,17 @@ def test_replay_unreadable_inputs_are_one_line_errors(tmp_path, monkeypatch, cap
     model = Path(json.loads((work / "endpoint" / "deployed.json").read_text())["model_data"])
     model.write_bytes(b"not a tar.gz")
     args = parser.parse_args(argv)
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     err = _errors(capsys)
     assert len(err) == 1 and err[0].startswith(f"error: cannot load the deployed model {model}: "), err
     # An unreadable snapshot Parquet file: reported before the (slow) Flink run.
     (work / "features" / "snapshots" / "part-0.parquet").write_bytes(b"PAR1 garbage")
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     err = _errors(capsys)
     assert len(err) == 1 and err[0].startswith("error: cannot read snapshot table"), err
     # A snapshot table without the needed columns.
     pq.write_table(pa.table({"x": [1]}), work / "features" / "snapshots" / "part-0.parquet")
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     err = _errors(capsys)
     assert len(err) == 1 and "lacks column(s): cc_num, cutoff" in err[0], err
 
@@ -408,7 +409,7 @@ def test_cli_output_folder_watermark_and_endpoint_url_errors(tmp_path, monkeypat
     capsys.readouterr()
     # --out naming a directory: one line.
     args = parser.parse_args([*base, "--out", str(tmp_path / "new")])
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[replay]")]
     assert len(err) == 1 and "is a directory" in err[0]
     # A negative watermark is refused by the argument parser, before anything starts.
@@ -417,7 +418,7 @@ def test_cli_output_folder_watermark_and_endpoint_url_errors(tmp_path, monkeypat
     assert info.value.code == 2 and "must be >= 0" in capsys.readouterr().err
     # An unreachable --endpoint-url is an error, not a silent fallback to the deployed model.
     args = parser.parse_args([*base, "--out", str(out), "--endpoint-url", "http://127.0.0.1:9"])
-    assert args.handler(args) == 2
+    assert run(lambda: args.handler(args)) == 2
     err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("[replay]")]
     assert err == ["error: --endpoint-url http://127.0.0.1:9 does not answer GET /ping"]
 
