@@ -23,6 +23,8 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -110,6 +112,15 @@ class LocalFailureQueue:
         self._f.flush()
         return {"Successful": [{"Id": e["Id"], "MessageId": e["Id"]} for e in Entries], "Failed": []}
 
+    def extend_from(self, path: Path) -> None:
+        """Append another queue file's messages (the ingest handler's, from its own process)."""
+        if path.exists():
+            with path.open(encoding="utf-8") as src:
+                for line in src:
+                    self._f.write(line)
+                    self.count += 1
+            self._f.flush()
+
     def reject(self, reason: str, raw: str, stage: str, **extra: Any) -> None:
         """A reject found before any stream (the input file itself)."""
         self._f.write(json.dumps({"reason": reason, "stage": stage, "data": raw, **extra}) + "\n")
@@ -167,14 +178,16 @@ class SnapshotPublisher:
         rows = self._day_rows(day)
         seen = {int(r[0]) for r in rows}
         rows += [(c, *(0 for _ in spec.SNAPSHOT_FEATURES)) for c in self.cards - seen]
-        for card, *snapshot in rows:
-            values = {spec.CARD_ID: str(int(card)), fg.event_time: cutoff}
-            for name, v in zip(spec.SNAPSHOT_FEATURES, snapshot, strict=True):
-                values[name] = str(int(v)) if kinds[name] == "Integral" else repr(float(v))
-            self.store.put_record(
-                FeatureGroupName=fg.name,
-                Record=[{"FeatureName": k, "ValueAsString": values[k]} for k in fg.feature_names],
-            )
+        bulk = getattr(self.store, "bulk", contextlib.nullcontext)  # the local store: one commit
+        with bulk():
+            for card, *snapshot in rows:
+                values = {spec.CARD_ID: str(int(card)), fg.event_time: cutoff}
+                for name, v in zip(spec.SNAPSHOT_FEATURES, snapshot, strict=True):
+                    values[name] = str(int(v)) if kinds[name] == "Integral" else repr(float(v))
+                self.store.put_record(
+                    FeatureGroupName=fg.name,
+                    Record=[{"FeatureName": k, "ValueAsString": values[k]} for k in fg.feature_names],
+                )
         self.cards |= seen
         self.published_day = day
         self.days.append(day)
@@ -281,6 +294,55 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 def _progress(msg: str, enabled: bool) -> None:
     if enabled:
         print(f"[replay] {msg}", file=sys.stderr, flush=True)
+
+
+class IngestProcess:
+    """`Replay.ingest_all` in a forked child, so the ingest handler runs beside the score handler
+    (two event source mappings on AWS; two cores here). The child reports its counters through a
+    pipe and leaves with `os._exit` (no inherited clean-up runs twice); `stop` ends it on any exit
+    of the parent (the child is daemonic too). Its work is finite: it ends when the stream is read."""
+
+    def __init__(self, replay: Replay) -> None:
+        # Buffered writes would otherwise be written twice (the child's copy of a buffer is flushed
+        # when the child drops the object): nothing may be pending at the fork.
+        for f in (replay.queue._f, replay.sink._f, replay.lambda_log, sys.stdout, sys.stderr):
+            f.flush()
+        ctx = multiprocessing.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=self._child, args=(replay, send), daemon=True)
+        self._proc.start()
+        send.close()
+
+    @staticmethod
+    def _child(replay: Replay, send: Any) -> None:
+        code = 0
+        try:
+            send.send(("ok", replay.ingest_all()))
+        except BaseException as exc:  # reported to the parent, which raises it
+            code = 1
+            with contextlib.suppress(Exception):
+                send.send(("error", _one_line(exc)))
+        finally:
+            os._exit(code)
+
+    def result(self) -> dict[str, Any]:
+        try:
+            status, value = self._recv.recv()
+        except EOFError:
+            raise ReplayError(f"the ingest handler's process died (exit {self._proc.exitcode})") from None
+        self._proc.join()
+        if status != "ok":
+            raise ReplayError(f"the ingest handler failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+        self._recv.close()
 
 
 # --- the replay ------------------------------------------------------------------------------
@@ -418,25 +480,85 @@ class Replay:
 
     # -- step 3: both handlers on Kinesis-shaped batches, local clients
     def score(self) -> None:
+        """The two Lambdas consume the enriched stream side by side, as their two event source
+        mappings do on AWS: the ingest handler in a child process, the score handler here (it
+        reads only the snapshot group, never what the ingest handler writes)."""
         from pipeline.local.feature_store import LocalFeatureStoreRuntime
 
         self.store = LocalFeatureStoreRuntime(self.db)
         self.publisher = SnapshotPublisher(self.snapshots_dir, self.store)
         self.lambda_log = (self.rdir / "lambda.log").open("w", encoding="utf-8")
+        ingest: IngestProcess | None = None
         try:
             if self.n_valid:
                 self._connect()
+                t0 = time.perf_counter()
+                ingest = IngestProcess(self)
                 for line in enriched_lines(self.flink_out):
                     self._feed(line)
                 self._flush()
+                self._merge_ingest(ingest.result())
+                self.handler_s = time.perf_counter() - t0
                 self._count_decisions()
         finally:
+            if ingest is not None:
+                ingest.stop()
             self.lambda_log.close()
             self.sink.close()
             self.queue.close()
             self.store.close()
             if self.server is not None:
                 self.server.stop()
+
+    def ingest_all(self) -> dict[str, Any]:
+        """The ingest handler on every enriched record, in Kinesis batches with re-delivery. Runs in
+        the forked child (IngestProcess): own store connection, own failure file, own log."""
+        from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+        store = LocalFeatureStoreRuntime(self.db)
+        self.queue = LocalFailureQueue(self.rejects_path.with_name(self.rejects_path.name + ".ingest"))
+        self.queue_client = self.queue
+        clients = {"featurestore": store, "runtime": self.runtime, "kinesis": self.sink, "sqs": self.queue}
+        if self.wrap_clients is not None:
+            clients = self.wrap_clients(clients)
+        fs, sqs = clients["featurestore"], clients["sqs"]
+
+        def invoke(ev: dict[str, Any]) -> set[str]:
+            r = self.ingest.process_batch(ev, featurestore=fs, sqs=sqs, config=self.icfg)
+            return {f["itemIdentifier"] for f in r["batchItemFailures"]}
+
+        self.seq, self.redelivered, self.lost, batch = 1, 0, 0, []
+        with (
+            (self.rdir / "lambda-ingest.log").open("w", encoding="utf-8") as log,
+            contextlib.redirect_stdout(log),
+        ):
+            for line in enriched_lines(self.flink_out):
+                if self._route(line, record_rejects=False)[0]:
+                    batch.append(line)
+                if len(batch) >= self.batch_size:
+                    self._deliver(batch, invoke)
+                    batch = []
+            self._deliver(batch, invoke)
+        self.queue.close()
+        store.close()
+        return {
+            "redelivered": self.redelivered,
+            "lost": self.lost,
+            "rejects_path": str(self.queue.path),
+            "rejects": self.queue.count,
+        }
+
+    def _merge_ingest(self, result: dict[str, Any]) -> None:
+        """The child's counters and failure messages into this run's (one rejects file)."""
+        self.redelivered += result["redelivered"]
+        self.lost += result["lost"]
+        path = Path(result["rejects_path"])
+        self.queue.extend_from(path)
+        path.unlink(missing_ok=True)
+        log = self.rdir / "lambda-ingest.log"
+        if log.exists():
+            self.lambda_log.write(log.read_text(encoding="utf-8"))
+            log.unlink()
 
     def _connect(self) -> None:
         """The endpoint, the clients the handlers use (wrapped by `wrap_clients`) and their configs."""
@@ -475,8 +597,9 @@ class Replay:
         if len(self.batch) >= self.batch_size:
             self._flush()
 
-    def _route(self, line: str) -> tuple[bool, int | None]:
-        """(whether the line goes to the handlers, the day it moves event time to or None).
+    def _route(self, line: str, *, record_rejects: bool = True) -> tuple[bool, int | None]:
+        """(whether the line goes to the handlers, the day it moves event time to or None); a line
+        Flink set aside is recorded once, by the scoring side (`record_rejects`).
 
         Event time advances with the on-time rows only: a late row can come out of Flink ahead of
         on-time rows still waiting for the watermark (the OVER branch is shuffled by card), so it
@@ -488,22 +611,28 @@ class Replay:
             if isinstance(row, dict) and row.get(RAW_FIELD) is not None:
                 # Flink's rule is stricter than the input check here (e.g. a card number in
                 # exponent form): one reject line with the reason, not one per handler.
-                self.queue.reject(common.flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
-                self.n_flink_rejects += 1
+                if record_rejects:
+                    self.queue.reject(common.flink_reject_reason(row[RAW_FIELD]), row[RAW_FIELD], "flink")
+                    self.n_flink_rejects += 1
                 return False, None
             return True, (None if row.get("late") is not False else int(row[spec.EVENT_TIME] // DAY))
         except (ValueError, TypeError, KeyError, AttributeError):
             return True, None
 
     def _flush(self) -> None:
-        """The batch through both handlers; failed records redelivered the way Kinesis does."""
-        if not self.batch:
+        """The current batch through the score handler."""
+        self._deliver(self.batch, self._invoke)
+        self.batch.clear()
+
+    def _deliver(self, lines: list[str], invoke: Callable[[dict[str, Any]], set[str]]) -> None:
+        """One batch to one handler; failed records re-delivered the way Kinesis does."""
+        if not lines:
             return
-        pending = list(self.batch)
+        pending = list(lines)
         for _attempt in range(MAX_REDELIVERIES + 1):
             ev = common.kinesis_event(pending, start_sequence=self.seq, partition_keys=["0"] * len(pending))
             self.seq += len(pending)
-            failed = self._invoke(ev)
+            failed = invoke(ev)
             if not failed:
                 break
             # Kinesis semantics: redeliver from the lowest failed sequence number on.
@@ -515,16 +644,11 @@ class Replay:
             self.lost += len(pending)
             for line in pending:
                 self.queue.reject("processing failed after redeliveries", line, "lambda")
-        self.batch.clear()
 
     def _invoke(self, ev: dict[str, Any]) -> set[str]:
-        """One delivery to both handlers (timed); the failed sequence numbers."""
-        t0 = time.perf_counter()
+        """One delivery to the score handler (timed); the failed sequence numbers."""
+        t1 = time.perf_counter()
         with contextlib.redirect_stdout(self.lambda_log):
-            r1 = self.ingest.process_batch(
-                ev, featurestore=self.fs_client, sqs=self.queue_client, config=self.icfg
-            )
-            t1 = time.perf_counter()
             r2 = self.score_handler.process_batch(
                 ev,
                 featurestore=self.fs_client,
@@ -534,10 +658,8 @@ class Replay:
                 config=self.scfg,
                 on_decisions=self.decided.extend,
             )
-        t2 = time.perf_counter()
-        self.handler_s += t2 - t0
-        self.latencies.append((t2 - t1) * 1000)
-        return {f["itemIdentifier"] for f in r1["batchItemFailures"] + r2["batchItemFailures"]}
+        self.latencies.append((time.perf_counter() - t1) * 1000)
+        return {f["itemIdentifier"] for f in r2["batchItemFailures"]}
 
     def _count_decisions(self) -> None:
         consumer = common.DecisionDeduplicator()  # the summary counts each event's decision once
