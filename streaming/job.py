@@ -254,16 +254,30 @@ def wire(
     return t_env.from_data_stream(DataStream(j_out))
 
 
+def register_source_functions(t_env) -> None:
+    """The source's Java scalar functions (`sql.SOURCE_FUNCTIONS`), before the DDL that uses them."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    for name, (class_name, field) in sql.SOURCE_FUNCTIONS.items():
+        cls = _java_class(gateway, class_name)
+        t_env._j_tenv.createTemporarySystemFunction(name, cls(field))
+
+
 def _operator_class(gateway):
+    return _java_class(gateway, operator_jar.OPERATOR_CLASS)
+
+
+def _java_class(gateway, class_name: str):
     """`fraud.streaming.CardFeatures` through the context class loader (which holds the user jars)."""
     from py4j.java_gateway import JavaClass
 
     found = gateway.jvm
-    for part in operator_jar.OPERATOR_CLASS.split("."):
+    for part in class_name.split("."):
         found = getattr(found, part)
     if not isinstance(found, JavaClass):  # py4j answers a JavaPackage for an unknown class
         raise RuntimeError(
-            f"{operator_jar.OPERATOR_CLASS} not found: the operator jar is not on the classpath "
+            f"{class_name} not found: the operator jar is not on the classpath "
             "(locally: `make install`; on Managed Flink: the application jar, infra/package.py)"
         )
     return found
@@ -299,6 +313,7 @@ def run(
         restore_from,
         jars=(operator_jar_path,) if operator_jar_path else (),
     )
+    register_source_functions(t_env)
     for stmt in sql.statements(conn, watermark_seconds, settings.fs, max_event_time, future_skew_seconds):
         t_env.execute_sql(stmt)
     result = wire(t_env, settings, max_event_time, future_skew_seconds).execute_insert(sql.SINK_TABLE)

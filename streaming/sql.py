@@ -162,16 +162,24 @@ def time_bound_sql(max_event_time: float | None = None, future_skew_seconds: flo
     return f"LEAST({spec.MAX_EVENT_TIME!r}, CAST(UNIX_TIMESTAMP() AS DOUBLE) + {float(skew)!r})"
 
 
+CARD_KEY_FUNCTION = "CARD_KEY"
+EVENT_TIME_FUNCTION = "EVENT_TIME_MS"
+SOURCE_FUNCTIONS: dict[str, tuple[str, str]] = {
+    CARD_KEY_FUNCTION: ("fraud.streaming.SourceFields$CardKey", spec.CARD_ID),
+    EVENT_TIME_FUNCTION: ("fraud.streaming.SourceFields$EventTimeMs", spec.EVENT_TIME),
+}
+"""The source's Java scalar functions (streaming/java, registered by the job before the DDL):
+name -> (class, the top-level field it reads). One streaming pass over the record's top-level
+fields each, instead of Flink's JSON_VALUE (which parsed the whole record into a map per call,
+five calls per record: about half of the source task's CPU, docs/streaming.md)."""
+
+
 def rowtime_sql(max_event_time: float | None = None, future_skew_seconds: float | None = None) -> str:
-    """Event time from `trans_ts` when it is a plausible time, else the placeholder epoch 0 (never
-    NULL, never ahead of the accepted bound: such a record cannot move the watermark)."""
-    ts = f"TRY_CAST(JSON_VALUE(`{RAW}`, '$.{spec.EVENT_TIME}') AS DOUBLE)"
+    """Event time from `trans_ts` when it is a plausible time (a top-level JSON number within
+    [0, bound]), rounded half up to the ms, else the placeholder epoch 0 (never NULL, never ahead
+    of the accepted bound: such a record cannot move the watermark)."""
     bound = time_bound_sql(max_event_time, future_skew_seconds)
-    return (
-        f"CASE WHEN {ts} >= 0 AND {ts} <= {bound} "
-        f"THEN TO_TIMESTAMP_LTZ(CAST(ROUND({ts} * 1000) AS BIGINT), 3) "
-        f"ELSE TO_TIMESTAMP_LTZ(0, 3) END"
-    )
+    return f"TO_TIMESTAMP_LTZ({EVENT_TIME_FUNCTION}(`{RAW}`, CAST({bound} AS DOUBLE)), 3)"
 
 
 def source_ddl(
@@ -199,17 +207,16 @@ def sink_ddl(conn: ConnectorConfig, fs: spec.FeatureSpec = spec.SPEC) -> str:
 
 
 def card_key_sql() -> str:
-    """The stream's key: `cc_num` read in SQL, equal to the card `streaming.parse.parse` accepts for
-    every valid record (a JSON integer exactly as BIGINT; an integral float such as `4e15`, which
-    parse reads as a double and then an integer, through DOUBLE); 0 when unreadable (the Python
-    operator rejects such records, and keys its cache by the parsed card)."""
-    v = f"JSON_VALUE(`{RAW}`, '$.{spec.CARD_ID}')"
-    return f"COALESCE(TRY_CAST({v} AS BIGINT), CAST(TRY_CAST({v} AS DOUBLE) AS BIGINT), CAST(0 AS BIGINT))"
+    """The stream's key: `cc_num` read by the source (`CARD_KEY`: an integral top-level JSON number
+    within BIGINT), equal to the card the operator's parser accepts for every valid record (an
+    integer as it is, an integral float such as `4e15` as that integer); 0 otherwise (the operator
+    rejects such records)."""
+    return f"{CARD_KEY_FUNCTION}(`{RAW}`)"
 
 
 def source_query() -> str:
-    """What the job keys and the Python operator receives: the card (key) and the raw text; the
-    event time travels as the stream record's timestamp (to_data_stream keeps the rowtime)."""
+    """What the job keys and the Java operator receives: the card (key) and the raw text (the
+    watermark comes from the source's `rowtime`; the operator recomputes each event's time)."""
     return f"SELECT {card_key_sql()} AS `{KEY}`, `{RAW}` FROM {SOURCE_TABLE}"
 
 
