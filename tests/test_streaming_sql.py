@@ -50,22 +50,23 @@ def test_output_columns_follow_the_spec():
 def test_source_event_time_never_ahead_of_the_bound():
     conn = sql.ConnectorConfig("filesystem", "/in.jsonl", "/out")
     ddl = sql.source_ddl(conn, 7)
-    ts = "TRY_CAST(JSON_VALUE(`raw`, '$.trans_ts') AS DOUBLE)"
     live = f"LEAST({spec.MAX_EVENT_TIME!r}, CAST(UNIX_TIMESTAMP() AS DOUBLE) + {float(spec.FUTURE_SKEW_SECONDS)!r})"
-    assert f"CASE WHEN {ts} >= 0 AND {ts} <= {live} THEN" in ddl
-    assert "ELSE TO_TIMESTAMP_LTZ(0, 3) END" in ddl  # placeholder: never moves the watermark
+    # EVENT_TIME_MS (streaming/java SourceFields, checked in tests/test_java_operator.py): the ms of
+    # a top-level numeric trans_ts within [0, bound], else the placeholder 0 (never moves the watermark).
+    assert f"`rowtime` AS TO_TIMESTAMP_LTZ(EVENT_TIME_MS(`raw`, CAST({live} AS DOUBLE)), 3)" in ddl
     assert "WATERMARK FOR `rowtime` AS `rowtime` - INTERVAL '0 00:00:07' DAY TO SECOND" in ddl
     assert "'format' = 'raw'" in ddl and "ignore-parse-errors" not in ddl
     replay = sql.source_ddl(conn, 5, max_event_time=T0)
-    assert f"<= {T0!r} THEN" in replay and "UNIX_TIMESTAMP" not in replay
+    assert f"EVENT_TIME_MS(`raw`, CAST({T0!r} AS DOUBLE))" in replay and "UNIX_TIMESTAMP" not in replay
     assert sql.time_bound_sql(9e99) == repr(spec.MAX_EVENT_TIME)
     assert "PARTITIONED BY" not in sql.sink_ddl(conn)
+    assert set(sql.SOURCE_FUNCTIONS) == {sql.CARD_KEY_FUNCTION, sql.EVENT_TIME_FUNCTION}
 
 
 def test_job_reads_the_key_in_sql_and_the_event_time_like_the_source():
     q = sql.source_query()
-    assert q.startswith("SELECT COALESCE(TRY_CAST(JSON_VALUE(`raw`, '$.cc_num') AS BIGINT), ")
-    assert "`rowtime`" not in q  # the event time is recomputed in Python (no datetime per event)
+    assert q == f"SELECT CARD_KEY(`raw`) AS `{sql.KEY}`, `raw` FROM {sql.SOURCE_TABLE}"
+    assert "`rowtime`" not in q  # the operator recomputes the event time (keyed.event_time_ms's rule)
     # CAST(ROUND(ts * 1000) AS BIGINT): half up, where Python's round() would round half to even.
     assert keyed.event_time_ms(1_580_515_200.0625) == 1_580_515_200_063
     assert keyed.event_time_ms(1_580_515_200.0615) == 1_580_515_200_062  # x = ...061.5: up

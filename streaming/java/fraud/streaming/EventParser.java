@@ -78,6 +78,14 @@ public final class EventParser implements Serializable {
         return mapper;
     }
 
+    String cardField() {
+        return c.cardField;
+    }
+
+    String timeField() {
+        return c.timeField;
+    }
+
     /** The JSON value, or null with the reason in {@code why[0]}. */
     JsonNode read(String raw, String[] why) {
         JsonNode node;

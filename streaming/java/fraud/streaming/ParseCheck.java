@@ -19,7 +19,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMap
  * by the first argument and raw records from stdin, one JSON string per line (so a record may hold
  * any character), and prints for each what the operator's parser decides: {"fields": [...]} or
  * {"reason": "..."}, and "card_of" (the partition key of a rejected record), one JSON line each.
- * Also prints event_time_ms and Python's float repr for numbers given as {"ms": x} / {"repr": x}.
+ * Also prints event_time_ms and Python's float repr for numbers given as {"ms": x} / {"repr": x},
+ * and the source's CARD_KEY / EVENT_TIME_MS of {"source": raw, "bound": seconds}.
  */
 public final class ParseCheck {
     private ParseCheck() {}
@@ -33,6 +34,14 @@ public final class ParseCheck {
         while ((line = in.readLine()) != null) {
             Map<String, Object> answer = new LinkedHashMap<>();
             Object item = json.readValue(line, Object.class);
+            if (item instanceof Map && ((Map<?, ?>) item).containsKey("source")) {
+                String raw = (String) ((Map<?, ?>) item).get("source");
+                double bound = ((Number) ((Map<?, ?>) item).get("bound")).doubleValue();
+                answer.put("key", new SourceFields.CardKey(parser.cardField()).eval(raw));
+                answer.put("time", new SourceFields.EventTimeMs(parser.timeField()).eval(raw, bound));
+                out.println(json.writeValueAsString(answer));
+                continue;
+            }
             if (item instanceof Map) {
                 Map<?, ?> m = (Map<?, ?>) item;
                 double x = ((Number) (m.containsKey("ms") ? m.get("ms") : m.get("repr"))).doubleValue();
