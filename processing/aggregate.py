@@ -4,13 +4,16 @@ One script for `spark-submit` on SageMaker Processing (existing session via getO
 `sagemaker-featurestore-runtime`) and for local runs (`python processing/aggregate.py --local ...`
 or in-process `main(argv) -> summary` with the caller's local SparkSession).
 
-Feature semantics (docs/design.md, names/formulas from features.spec):
-- 10-minute aggregates: RANGE window per card over [ts - 600 s, ts], same-timestamp peers included.
-- 1-week snapshot for every daily cut-off T: transactions of the card in [T - 7 d, T), computed on a
-  dense card x day grid (first day .. day after the last), 0/0 for cards without history.
-- A training row at ts carries the snapshot values of T = floor_day(ts) (a RANGE window over the day
-  index, in the same shuffle as the 10-minute window); ratios via spec.ratio_sql.
-Ingestion publishes one cut-off (one record per card, event time = T) from inside the partitions.
+Feature semantics (docs/design.md; names and rules from features.spec, looped over, never named):
+- streaming aggregations: RANGE frames per card over [ts - w, ts], same-timestamp peers included;
+  recency from lags over the same sort.
+- snapshot aggregations for every daily cut-off T: the card's transactions in [T - w, T), on a dense
+  card x day grid (first day .. day after the last), 0 for cards without history.
+- a training row at ts carries the grid's values for T = floor_day(ts) (broadcast join after the
+  windows); ratios via spec.ratio_sql.
+`main` is a short sequence of named steps (read and check, calendar, duplicates, snapshots, features
+and splits, ingestion, summary). Ingestion of the cut-off's snapshot (one record per card, event
+time = T) lives in processing/ingest.py, Hadoop file-system calls in processing/hadoop_fs.py.
 Invalid rows (spec.valid_event_sql: a missing/unparsable field, an out-of-range or non-finite card,
 amount or time; plus, batch-only, a label other than 0/1) are dropped before any window and
 counted, with the reasons, in the summary (`rows_invalid_dropped`, `rows_invalid_reasons`).
@@ -20,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType
 
 from features import spec
+from processing import hadoop_fs, ingest
 from shared.cli import ArgumentParser, report
 from shared.errors import UserError
 
 DAY = spec.SNAPSHOT_PERIOD_SECONDS
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
 SPLITS = ("train", "validation", "test")
 BROADCAST_GRID_ROWS = 8_000_000
 """Up to this many snapshot rows (cards x training days) the grid is broadcast into the training
@@ -55,22 +56,6 @@ BASE_COLUMNS = ("tid", "datetime", spec.EVENT_TIME, spec.CARD_ID, spec.AMOUNT, s
 def parquet_columns(fs: spec.FeatureSpec = spec.SPEC) -> tuple[str, ...]:
     """Columns of the features Parquet: the transaction, every declared feature, the ratios."""
     return (*BASE_COLUMNS, *fs.streaming_features, *fs.snapshot_features, *(r.name for r in fs.ratios))
-
-
-RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalServerError",
-        "RequestTimeout",
-    }
-)
 
 
 HISTORY_DAYS = 14
@@ -419,152 +404,250 @@ def duplicate_tids(tx: DataFrame) -> int:
     return int(row["dups"] or 0) if row else 0
 
 
-# --- ingestion ------------------------------------------------------------------------------------
-class SageMakerFeatureStoreFactory:
-    """Picklable: builds the boto3 client inside the Spark partition."""
-
-    def __init__(self, region: str | None, max_pool_connections: int = 10) -> None:
-        self.region = region or None
-        self.max_pool_connections = max_pool_connections
-
-    def __call__(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=self.max_pool_connections
-        )
-        return boto3.client("sagemaker-featurestore-runtime", region_name=self.region, config=config)
-
-
-class LocalFeatureStoreFactory:
-    """Picklable: opens the SQLite online store inside the partition (local mode only)."""
-
-    def __init__(self, db_path: str, repo_root: str = REPO_ROOT) -> None:
-        self.db_path = db_path
-        self.repo_root = repo_root
-
-    def __call__(self) -> Any:
-        if self.repo_root not in sys.path:
-            sys.path.insert(0, self.repo_root)
-        from pipeline.local.feature_store import LocalFeatureStoreRuntime
-
-        return LocalFeatureStoreRuntime(self.db_path)
-
-
-def _retryable(exc: BaseException) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-    if code in RETRYABLE_CODES:
-        return True
-    name = type(exc).__name__
-    return name in {
-        "EndpointConnectionError",
-        "ConnectionClosedError",
-        "ReadTimeoutError",
-        "OperationalError",
-    }
-
-
-def put_with_retry(client: Any, feature_group: str, record: list[dict[str, str]], attempts: int = 8) -> None:
-    """PutRecord with exponential backoff and jitter on throttling/transient errors."""
-    for attempt in range(attempts):
-        try:
-            client.put_record(FeatureGroupName=feature_group, Record=record)
-            return
-        except Exception as exc:
-            if attempt == attempts - 1 or not _retryable(exc):
-                raise
-            time.sleep(min(10.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-
-
-def _ingest_partition(
-    factory: Callable[[], Any], feature_group: spec.FeatureGroup, workers: int
-) -> Callable[[Iterable[Any]], Iterator[int]]:
-    """Partition function: a thread pool of put_record calls; yields the partition's record count.
-
-    Rows hold the group's features in definition order (record id first, event time last)."""
-    names = feature_group.feature_names
-    integral = [t == "Integral" for _, t in feature_group.features]
-
-    def record(row: Any) -> list[dict[str, str]]:
-        return [
-            {"FeatureName": n, "ValueAsString": str(int(v)) if whole else repr(float(v))}
-            for n, v, whole in zip(names, row, integral, strict=True)
-        ]
-
-    def run(rows: Iterable[Any]) -> Iterator[int]:
-        client = factory()
-        done = 0
-        in_flight: deque[Future[None]] = deque()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for r in rows:  # bounded in-flight queue: memory stays flat for any partition size
-                in_flight.append(pool.submit(put_with_retry, client, feature_group.name, record(r)))
-                if len(in_flight) >= 4 * workers:
-                    in_flight.popleft().result()  # re-raises a failure: the task fails, Spark retries it
-                    done += 1
-            while in_flight:
-                in_flight.popleft().result()
-                done += 1
-        yield done
-
-    return run
-
-
-def ingest_snapshot(
-    snapshot: DataFrame,
-    factory: Callable[[], Any],
-    feature_group: str = spec.BATCH_FEATURE_GROUP.name,
-    workers: int = 8,
-    partitions: int = 0,
-    fs: spec.FeatureSpec = spec.SPEC,
-) -> int:
-    """Write one record per row of `snapshot` (cc_num, snapshot features, cutoff) from the executors."""
-    group = spec.feature_group(feature_group, fs.snapshot_features, fs)
-    n = partitions or snapshot.sparkSession.sparkContext.defaultParallelism
-    rows = snapshot.select(spec.CARD_ID, *fs.snapshot_features, "cutoff").repartition(n)
-    counts = rows.rdd.mapPartitions(_ingest_partition(factory, group, workers)).collect()
-    return int(sum(counts))
-
-
 # --- job ------------------------------------------------------------------------------------------
-def _spark(local: bool) -> SparkSession:
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    if local:
+@dataclass(frozen=True)
+class InputStats:
+    """What one aggregate over the input found: row counts, invalid reasons, the day range."""
+
+    rows_all: int
+    rows_in: int
+    invalid_reasons: dict[str, int]
+    first_day: int
+    last_day: int
+
+    @property
+    def rows_invalid(self) -> int:
+        return self.rows_all - self.rows_in
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The run's days: data range, split starts, the cut-off to ingest."""
+
+    first_day: int
+    last_day: int
+    history: int
+    validation: int
+    test: int
+    notice: str | None
+    snapshot_day: int
+
+    @property
+    def end_day(self) -> int:
+        """The day after the last transaction (the newest snapshot cut-off of the grid)."""
+        return self.last_day + 1
+
+    @property
+    def train_start(self) -> int:
+        return self.first_day + self.history
+
+    @property
+    def test_start(self) -> int:
+        return self.end_day - self.test
+
+    @property
+    def validation_start(self) -> int:
+        return self.test_start - self.validation
+
+
+@dataclass
+class Timings:
+    """Wall seconds per named step (the summary's `timings_s`)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def record(self, name: str, since: float) -> float:
+        self.steps[name] = round(time.perf_counter() - since, 3)
+        return time.perf_counter()
+
+    def total(self) -> dict[str, float]:
+        return {**self.steps, "total": round(time.perf_counter() - self.started, 3)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for flag in ("history_days", "test_days", "validation_days"):
+        if getattr(args, flag) < 0:
+            raise JobInputError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.ingest_workers < 1:
+        raise JobInputError("--ingest-workers must be >= 1")
+    if args.snapshot_date:
+        _parse_day(args.snapshot_date, "--snapshot-date")
+    return args
+
+
+def start_spark(local: bool) -> SparkSession:
+    """The caller's session, else a local one (--local) or SageMaker's (getOrCreate), UTC."""
+    spark = SparkSession.getActiveSession()
+    if spark is None and local:
         from processing.spark_session import local_spark_session
 
-        return local_spark_session("aggregate")
-    return SparkSession.builder.appName("cc-fraud-aggregate").getOrCreate()
+        spark = local_spark_session("aggregate")
+    elif spark is None:
+        spark = SparkSession.builder.appName("cc-fraud-aggregate").getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # No `_SUCCESS` markers: the built-in XGBoost container reads every file of a channel and sniffs
+    # the CSV delimiter from whichever comes first; an empty `_SUCCESS` fails it intermittently.
+    spark.sparkContext._jsc.hadoopConfiguration().set(
+        "mapreduce.fileoutputcommitter.marksuccessfuljobs", "false"
+    )
+    return spark
 
 
-def _move(spark: SparkSession, src: str, dst: str) -> bool:
-    """Rename a directory through Hadoop's FileSystem (local disk, HDFS or S3 alike); False if absent."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    s, d = jvm.org.apache.hadoop.fs.Path(src), jvm.org.apache.hadoop.fs.Path(dst)
-    fs = s.getFileSystem(conf)
-    fs.delete(d, True)
-    if not fs.exists(s):
-        return False
-    fs.mkdirs(d.getParent())
-    return bool(fs.rename(s, d))
+def _day_column() -> Column:
+    return F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
 
 
-def _delete(spark: SparkSession, path: str) -> None:
-    jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
-    p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(p, True)
+def input_stats(tx: DataFrame, source: str) -> InputStats:
+    """Row counts, invalid reasons and the valid rows' day range: one aggregate, no shuffle.
+
+    Fails (JobInputError, with the reasons) when no row is valid."""
+    ok = F.coalesce(valid_row(), F.lit(False))
+    reasons = invalid_reasons()
+    row = tx.agg(
+        F.count(F.lit(1)).alias("all"),
+        F.count(F.when(ok, 1)).alias("rows"),
+        F.min(F.when(ok, _day_column())).alias("first"),
+        F.max(F.when(ok, _day_column())).alias("last"),
+        *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
+    ).first()
+    assert row is not None  # a global aggregate always has one row
+    why = {name: int(row[f"reason_{i}"]) for i, name in enumerate(reasons) if row[f"reason_{i}"]}
+    text = ", ".join(f"{k}: {v:,}" for k, v in why.items())
+    if not row["rows"]:
+        raise JobInputError(f"input {source} has no valid transactions" + (f" ({text})" if text else ""))
+    stats = InputStats(int(row["all"]), int(row["rows"]), why, int(row["first"]), int(row["last"]))
+    if stats.rows_invalid:
+        _progress(f"dropping {stats.rows_invalid:,} invalid row(s) of {stats.rows_all:,} ({text})")
+    return stats
 
 
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
-    stream = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).create(p, True)
-    try:
-        stream.write(bytearray(text.encode()))
-    finally:
-        stream.close()
+def plan_calendar(stats: InputStats, args: argparse.Namespace) -> Calendar:
+    """Split lengths for the data's span (shortened in proportion when short) and the cut-off."""
+    end_day = stats.last_day + 1
+    history, validation, test, notice = split_days(
+        end_day - stats.first_day, args.history_days, args.validation_days, args.test_days
+    )
+    if notice:
+        _progress(f"notice: {notice}")
+    if args.snapshot_date:
+        snapshot_day = _parse_day(args.snapshot_date, "--snapshot-date")
+    elif args.local or args.feature_store == "local":  # historical data: the day after the last row
+        snapshot_day = end_day
+    else:
+        snapshot_day = int(time.time()) // DAY
+    return Calendar(stats.first_day, stats.last_day, history, validation, test, notice, snapshot_day)
+
+
+def warn_duplicates(tx: DataFrame) -> int:
+    rows = duplicate_tids(tx)
+    if rows:
+        _progress(
+            f"warning: {rows:,} row(s) repeat the tid of an earlier row; kept as separate "
+            "transactions (every window counts them): de-duplicate the input if they are re-deliveries"
+        )
+    return rows
+
+
+@dataclass
+class Snapshots:
+    """The cached snapshot grid (every card x cut-off of the data) and the cut-off to ingest."""
+
+    grid: DataFrame
+    latest: DataFrame
+    cards: int
+
+    def unpersist(self) -> None:
+        self.grid.unpersist()
+        self.latest.unpersist()
+
+
+def with_cutoff(frame: DataFrame, fs: spec.FeatureSpec) -> DataFrame:
+    """Snapshot rows as published: card, cut-off (epoch seconds), the snapshot features."""
+    cutoff = (F.col("day") * DAY).cast("long").alias("cutoff")
+    return frame.select(spec.CARD_ID, cutoff, *fs.snapshot_features)
+
+
+def build_snapshots(tx: DataFrame, days: Calendar, fs: spec.FeatureSpec, out: str) -> Snapshots:
+    """The grid from cached daily partials, written as the snapshot table (plus the cut-off's day
+    when it lies outside the data, e.g. the run day on AWS: the same grid rule over one day)."""
+    daily = daily_partials(tx, fs).persist()
+    grid = snapshot_grid(tx, days.first_day, days.end_day, fs, partials=daily).persist()
+    table, latest = grid, grid.where(F.col("day") == days.snapshot_day)
+    if not days.first_day <= days.snapshot_day <= days.end_day:
+        latest = snapshot_grid(tx, days.snapshot_day, days.snapshot_day, fs, partials=daily).persist()
+        table = table.unionByName(latest)
+    with_cutoff(table, fs).write.mode("overwrite").parquet(f"{out}/snapshots")
+    daily.unpersist()
+    return Snapshots(grid, latest, latest.count())
+
+
+def feature_rows(tx: DataFrame, snaps: Snapshots, days: Calendar, fs: spec.FeatureSpec) -> DataFrame:
+    """Training rows of the split days with every feature and a `split` column.
+
+    Windows over all rows first (the warm-up days feed them), then the warm-up days are dropped.
+    `datetime` is re-derived after the shuffle: one column less through the sort."""
+    day = F.col("day")
+    split = (
+        F.when(day >= days.test_start, "test")
+        .when(day >= days.validation_start, "validation")
+        .when(day >= days.train_start, "train")
+    )
+    grid = snaps.grid.where(day >= days.train_start)
+    broadcast = snaps.cards * max(0, days.end_day - days.train_start + 1) <= BROADCAST_GRID_ROWS
+    rows = training_rows(tx.drop("datetime"), fs, grid=grid, broadcast=broadcast)
+    rows = rows.withColumn("split", split).where(F.col("split").isNotNull())
+    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME))
+    return rows.select(*parquet_columns(fs), "split")
+
+
+def write_splits(
+    spark: SparkSession, rows: DataFrame, fs: spec.FeatureSpec, out: str, timings: Timings
+) -> dict[str, int]:
+    """features Parquet (`parquet/<split>/`) and the training CSV (`<split>/`: label first, no
+    header), each one partitioned write; row counts per split observed during the first write."""
+    observed = Observation("rows_out")
+    rows = rows.observe(observed, *(F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS))
+    # Not `_`-prefixed: Spark's reader ignores such paths, and the CSV pass reads this one back.
+    tmp_parquet, tmp_csv = f"{out}/tmp-features-parquet", f"{out}/tmp-training-csv"
+    csv_columns = [spec.LABEL, *fs.model_features]
+    t = time.perf_counter()
+    with _concurrent_writers(spark, len(SPLITS) + 1):  # no sort of 5 M rows by the split column
+        rows.write.mode("overwrite").partitionBy("split").parquet(tmp_parquet)
+        split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
+        t = timings.record("features_parquet", t)
+        _progress(f"features written in {timings.steps['features_parquet']:.1f}s")
+        if any(split_rows.values()):  # the model columns of the Parquet just written (columnar read)
+            written = spark.read.parquet(tmp_parquet).select(*csv_columns, "split")
+            written.write.mode("overwrite").option("header", False).partitionBy("split").csv(tmp_csv)
+    empty = spark.createDataFrame([], rows.drop("split").schema)
+    for name in SPLITS:
+        if not hadoop_fs.move(spark, f"{tmp_parquet}/split={name}", f"{out}/parquet/{name}"):
+            empty.write.mode("overwrite").parquet(f"{out}/parquet/{name}")  # an empty split keeps its schema
+        if not hadoop_fs.move(spark, f"{tmp_csv}/split={name}", f"{out}/{name}"):
+            empty.select(*csv_columns).write.mode("overwrite").option("header", False).csv(f"{out}/{name}")
+    hadoop_fs.delete(spark, tmp_parquet)
+    hadoop_fs.delete(spark, tmp_csv)
+    timings.record("training_csv", t)
+    _progress(f"training CSV written in {timings.steps['training_csv']:.1f}s: {json.dumps(split_rows)}")
+    return split_rows
+
+
+class _concurrent_writers:
+    """Context: `spark.sql.maxConcurrentOutputFileWriters` = n, restored afterwards."""
+
+    KEY = "spark.sql.maxConcurrentOutputFileWriters"
+
+    def __init__(self, spark: SparkSession, n: int) -> None:
+        self.spark, self.n = spark, n
+
+    def __enter__(self) -> None:
+        self.previous = self.spark.conf.get(self.KEY, "0")
+        self.spark.conf.set(self.KEY, str(self.n))
+
+    def __exit__(self, *exc: object) -> None:
+        self.spark.conf.set(self.KEY, self.previous)
 
 
 def _feature_spec(path: str) -> spec.FeatureSpec:
@@ -580,238 +663,131 @@ def _progress(message: str) -> None:
     print(f"[aggregate] {message}", file=sys.stderr, flush=True)
 
 
-def _make_factory(args: argparse.Namespace) -> Callable[[], Any]:
+def store_factory(args: argparse.Namespace) -> Callable[[], Any] | None:
+    """The picklable client factory of the chosen store, or None with --no-ingest."""
+    if args.no_ingest:
+        return None
     if args.feature_store == "local":
         if not args.feature_store_db:
             raise JobInputError("--feature-store local needs --feature-store-db PATH")
         Path(args.feature_store_db).parent.mkdir(parents=True, exist_ok=True)
-        factory = LocalFeatureStoreFactory(str(Path(args.feature_store_db).resolve()))
+        factory = ingest.LocalFeatureStoreFactory(str(Path(args.feature_store_db).resolve()))
         factory().close()  # create the store once on the driver, before concurrent writers
         return factory
-    return SageMakerFeatureStoreFactory(args.region, max_pool_connections=max(10, args.ingest_workers))
+    return ingest.SageMakerFeatureStoreFactory(args.region, max_pool_connections=max(10, args.ingest_workers))
+
+
+def ship_partition_code() -> None:
+    """Executors unpickle the partition functions by value: they need not import processing/."""
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(ingest)
+    if __name__ != "__main__":  # `__main__` is pickled by value already
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def publish(
+    snaps: Snapshots,
+    factory: Callable[[], Any] | None,
+    args: argparse.Namespace,
+    days: Calendar,
+    fs: spec.FeatureSpec,
+) -> int:
+    """Ingest the cut-off's snapshot into the feature group (0 with --no-ingest)."""
+    if factory is None:
+        return 0
+    _progress(
+        f"ingesting cut-off {_day_str(days.snapshot_day)} into {args.feature_group} ({args.feature_store})"
+    )
+    latest = with_cutoff(snaps.latest, fs)
+    return ingest.ingest_snapshot(
+        latest, factory, args.feature_group, args.ingest_workers, args.ingest_partitions, fs
+    )
+
+
+def build_summary(
+    args: argparse.Namespace, stats: InputStats, days: Calendar, result: dict[str, Any]
+) -> dict[str, Any]:
+    """The job's summary (OUTPUT/summary.json)."""
+    split_rows: dict[str, int] = result["rows_out"]
+    windows = (("train", days.train_start, days.validation_start),
+               ("validation", days.validation_start, days.test_start), ("test", days.test_start, days.end_day))  # fmt: skip
+    return {
+        "input": args.input,
+        "output": args.output.rstrip("/"),
+        "rows_in": stats.rows_in,
+        "rows_invalid_dropped": stats.rows_invalid,
+        "rows_invalid_reasons": stats.invalid_reasons,
+        "rows_duplicate_tid": result["rows_duplicate_tid"],
+        "rows_out": split_rows,
+        "rows_history_dropped": stats.rows_in - sum(split_rows.values()),
+        "cards": result["cards"],
+        "first_day": _day_str(days.first_day),
+        "last_day": _day_str(days.last_day),
+        "split_days": {"history": days.history, "validation": days.validation, "test": days.test},
+        "split_notice": days.notice,
+        "model_features": list(result["model_features"]),
+        "splits": {
+            "train_start": _day_str(days.train_start),
+            "validation_start": _day_str(days.validation_start),
+            "test_start": _day_str(days.test_start),
+            "end": _day_str(days.end_day),
+        },
+        **{f"{name}_window": {"start": lo * DAY, "end": hi * DAY} for name, lo, hi in windows},
+        "snapshot_date": _day_str(days.snapshot_day),
+        "snapshot_cutoff": days.snapshot_day * DAY,
+        "feature_group": args.feature_group,
+        "feature_store": None if args.no_ingest else args.feature_store,
+        "records_ingested": result["records_ingested"],
+        "timings_s": result["timings_s"],
+    }
+
+
+def write_summary(spark: SparkSession, out: str, summary: dict[str, Any]) -> None:
+    text = json.dumps(summary, indent=2) + "\n"
+    if "://" in out:  # S3 (or any Hadoop FS): one object through Hadoop's FileSystem
+        hadoop_fs.write_text(spark, f"{out}/summary.json", text)
+    else:
+        Path(out, "summary.json").write_text(text)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the job; returns the summary (also written to OUTPUT/summary.json)."""
-    args = build_parser().parse_args(argv)
-    for flag in ("history_days", "test_days", "validation_days"):
-        if getattr(args, flag) < 0:
-            raise JobInputError(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.ingest_workers < 1:
-        raise JobInputError("--ingest-workers must be >= 1")
-    snapshot_day = _parse_day(args.snapshot_date, "--snapshot-date") if args.snapshot_date else None
+    args = parse_args(argv)
     fs = _feature_spec(args.feature_spec)
-    factory = None if args.no_ingest else _make_factory(args)
-    if __name__ != "__main__":
-        # Ship this module's partition code by value: executors need not import processing/.
-        from pyspark import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    timings: dict[str, float] = {}
-    t0 = t = time.perf_counter()
-    spark = _spark(args.local)
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    # No `_SUCCESS` markers: the built-in XGBoost container reads every file of a channel and sniffs
-    # the CSV delimiter from whichever comes first; an empty `_SUCCESS` fails it intermittently.
-    spark.sparkContext._jsc.hadoopConfiguration().set(
-        "mapreduce.fileoutputcommitter.marksuccessfuljobs", "false"
-    )
+    factory = store_factory(args)
+    ship_partition_code()
     out = args.output.rstrip("/")
-    timings["spark_session"] = round(time.perf_counter() - t, 3)
+    timings = Timings()
+    spark = start_spark(args.local)
+    t = timings.record("spark_session", timings.started)
 
-    t = time.perf_counter()
     _progress(f"reading {args.input}")
     tx = read_transactions(spark, args.input, args.input_format)
-    day = F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
-    # Pass 1 over the input: validity counts, the day range and the snapshot partials per
-    # (card, day) in one aggregation; its ~cards x days rows are cached (small) and feed the
-    # statistics, the snapshot grid and the card count without another read of the input.
-    flagged = tx.select("*", F.coalesce(valid_row(), F.lit(False)).alias("_valid"), day.alias("day"))
-    reasons = invalid_reasons()
-    partials = (
-        flagged.groupBy("_valid", spec.CARD_ID, "day")
-        .agg(
-            F.count(F.lit(1)).alias("_all"),
-            *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
-            *_snapshot_partials(fs),
-        )
-        .persist()
-    )
-    ok = F.col("_valid")
-    stats = partials.agg(
-        F.sum("_all").alias("all"),
-        F.sum(F.when(ok, F.col("_all"))).alias("rows"),
-        F.min(F.when(ok, F.col("day"))).alias("first"),
-        F.max(F.when(ok, F.col("day"))).alias("last"),
-        *(F.sum(f"reason_{i}").alias(f"reason_{i}") for i in range(len(reasons))),
-    ).first()
-    rows_all = int(stats["all"] or 0) if stats else 0
-    rows_in = int(stats["rows"] or 0) if stats else 0
-    rows_invalid = rows_all - rows_in
-    invalid_why = {
-        name: int(stats[f"reason_{i}"]) for i, name in enumerate(reasons) if stats and stats[f"reason_{i}"]
-    }
-    why = ", ".join(f"{k}: {v:,}" for k, v in invalid_why.items())
-    if rows_invalid:
-        _progress(f"dropping {rows_invalid:,} invalid row(s) of {rows_all:,} ({why})")
-    if not rows_in:
-        partials.unpersist()
-        raise JobInputError(f"input {args.input} has no valid transactions" + (f" ({why})" if why else ""))
-    first_day, last_day = int(stats["first"]), int(stats["last"])
-    tx = tx.where(valid_row()).withColumn("day", day)
-    end_day = last_day + 1
-    history_days, validation_days, test_days, notice = split_days(
-        end_day - first_day, args.history_days, args.validation_days, args.test_days
-    )
-    if notice:
-        _progress(f"notice: {notice}")
-    if snapshot_day is None:
-        # Local mode (or a local store) works on historical data: the day after the last transaction.
-        local_mode = args.local or args.feature_store == "local"
-        snapshot_day = end_day if local_mode else int(time.time()) // DAY
-    test_start = end_day - test_days
-    val_start = test_start - validation_days
-    train_start = first_day + history_days
-    timings["read"] = round(time.perf_counter() - t, 3)
+    stats = input_stats(tx, args.input)
+    days = plan_calendar(stats, args)
+    tx = tx.where(valid_row()).withColumn("day", _day_column())
+    t = timings.record("read", t)
+    duplicates = warn_duplicates(tx)
+    t = timings.record("duplicates", t)
+    snaps = build_snapshots(tx, days, fs, out)
+    t = timings.record("snapshots", t)
+    _progress(f"{stats.rows_in:,} rows, {_day_str(days.first_day)}..{_day_str(days.last_day)}, "
+              f"{snaps.cards:,} cards; computing features")  # fmt: skip
 
+    split_rows = write_splits(spark, feature_rows(tx, snaps, days, fs), fs, out, timings)
     t = time.perf_counter()
-    rows_duplicate = duplicate_tids(tx)
-    if rows_duplicate:
-        _progress(
-            f"warning: {rows_duplicate:,} row(s) repeat the tid of an earlier row; kept as separate "
-            "transactions (every window counts them): de-duplicate the input if they are re-deliveries"
-        )
-    timings["duplicates"] = round(time.perf_counter() - t, 3)
-
-    # The snapshot grid first: written as the snapshot table, joined into the training rows and
-    # ingested, all from one cached copy (cards x days rows).
-    t = time.perf_counter()
-    daily = partials.where(ok).drop("_valid", "_all", *(f"reason_{i}" for i in range(len(reasons))))
-    grid = snapshot_grid(tx, first_day, end_day, fs, partials=daily).persist()
-    snapshots = grid
-    latest = grid.where(F.col("day") == snapshot_day)
-    if not first_day <= snapshot_day <= end_day:
-        # A cut-off outside the data's days (e.g. the run day on AWS): the same grid rule, one day.
-        latest = snapshot_grid(tx, snapshot_day, snapshot_day, fs, partials=daily).persist()
-        snapshots = snapshots.unionByName(latest)
-
-    def with_cutoff(frame: DataFrame) -> DataFrame:
-        cutoff = (F.col("day") * DAY).cast("long").alias("cutoff")
-        return frame.select(spec.CARD_ID, cutoff, *fs.snapshot_features)
-
-    with_cutoff(snapshots).write.mode("overwrite").parquet(f"{out}/snapshots")
-    partials.unpersist()
-    n_cards = latest.count()
-    timings["snapshots"] = round(time.perf_counter() - t, 3)
-    _progress(
-        f"{rows_in:,} rows, {_day_str(first_day)}..{_day_str(last_day)}, {n_cards:,} cards; computing features"
-    )
-
-    t = time.perf_counter()
-    day = F.col("day")
-    split = (
-        F.when(day >= test_start, "test")
-        .when(day >= val_start, "validation")
-        .when(day >= train_start, "train")
-        .otherwise(F.lit(None))
-    )
-    # Windows over all rows first (the warm-up days feed them), then drop the warm-up days.
-    # `datetime` is re-derived after the shuffle: one column less through the sort.
-    in_splits = grid.where(F.col("day") >= train_start)
-    grid_rows = n_cards * max(0, end_day - train_start + 1)
-    rows = (
-        training_rows(tx.drop("datetime"), fs, grid=in_splits, broadcast=grid_rows <= BROADCAST_GRID_ROWS)
-        .withColumn("split", split)
-        .where(F.col("split").isNotNull())
-    )
-    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME)).select(
-        *parquet_columns(fs), "split"
-    )
-    # Row counts per split observed during the write (no counting pass).
-    observed = Observation("rows_out")
-    rows = rows.observe(observed, *(F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS))
-    # One pass writes all splits; concurrent writers avoid sorting 5 M rows by the partition column.
-    previous = spark.conf.get("spark.sql.maxConcurrentOutputFileWriters", "0")
-    spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", str(len(SPLITS) + 1))
-    # Not `_`-prefixed: Spark's reader ignores such paths, and the CSV pass reads this one back.
-    tmp_parquet, tmp_csv = f"{out}/tmp-features-parquet", f"{out}/tmp-training-csv"
-    try:
-        rows.write.mode("overwrite").partitionBy("split").parquet(tmp_parquet)
-        split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
-        timings["features_parquet"] = round(time.perf_counter() - t, 3)
-        _progress(f"features written in {timings['features_parquet']:.1f}s")
-
-        # Training CSV: the model columns of the Parquet just written (columnar read), all splits
-        # in one partitioned write.
-        t = time.perf_counter()
-        csv_columns = [spec.LABEL, *fs.model_features]
-        if any(split_rows.values()):
-            written = spark.read.parquet(tmp_parquet).select(*csv_columns, "split")
-            written.write.mode("overwrite").option("header", False).partitionBy("split").csv(tmp_csv)
-    finally:
-        spark.conf.set("spark.sql.maxConcurrentOutputFileWriters", previous)
-    empty = spark.createDataFrame([], rows.drop("split").schema)
-    for name in SPLITS:
-        if not _move(spark, f"{tmp_parquet}/split={name}", f"{out}/parquet/{name}"):
-            empty.write.mode("overwrite").parquet(f"{out}/parquet/{name}")  # an empty split keeps its schema
-        if not _move(spark, f"{tmp_csv}/split={name}", f"{out}/{name}"):
-            empty.select(*csv_columns).write.mode("overwrite").option("header", False).csv(f"{out}/{name}")
-    _delete(spark, tmp_parquet)
-    _delete(spark, tmp_csv)
-    timings["training_csv"] = round(time.perf_counter() - t, 3)
-    _progress(f"training CSV written in {timings['training_csv']:.1f}s: {json.dumps(split_rows)}")
-
-    ingested = 0
+    ingested = publish(snaps, factory, args, days, fs)
     if factory is not None:
-        t = time.perf_counter()
-        _progress(
-            f"ingesting cut-off {_day_str(snapshot_day)} into {args.feature_group} ({args.feature_store})"
-        )
-        ingested = ingest_snapshot(
-            with_cutoff(latest), factory, args.feature_group, args.ingest_workers, args.ingest_partitions, fs
-        )
-        timings["ingest"] = round(time.perf_counter() - t, 3)
-    grid.unpersist()
-    latest.unpersist()
-    timings["total"] = round(time.perf_counter() - t0, 3)
-
-    summary: dict[str, Any] = {
-        "input": args.input,
-        "output": out,
-        "rows_in": rows_in,
-        "rows_invalid_dropped": rows_invalid,
-        "rows_invalid_reasons": invalid_why,
-        "rows_duplicate_tid": rows_duplicate,
-        "rows_out": split_rows,
-        "rows_history_dropped": rows_in - sum(split_rows.values()),
-        "cards": n_cards,
-        "first_day": _day_str(first_day),
-        "last_day": _day_str(last_day),
-        "split_days": {"history": history_days, "validation": validation_days, "test": test_days},
-        "split_notice": notice,
-        "model_features": list(fs.model_features),
-        "splits": {
-            "train_start": _day_str(train_start),
-            "validation_start": _day_str(val_start),
-            "test_start": _day_str(test_start),
-            "end": _day_str(end_day),
-        },
-        "train_window": {"start": train_start * DAY, "end": val_start * DAY},
-        "validation_window": {"start": val_start * DAY, "end": test_start * DAY},
-        "test_window": {"start": test_start * DAY, "end": end_day * DAY},
-        "snapshot_date": _day_str(snapshot_day),
-        "snapshot_cutoff": snapshot_day * DAY,
-        "feature_group": args.feature_group,
-        "feature_store": None if args.no_ingest else args.feature_store,
-        "records_ingested": ingested,
-        "timings_s": timings,
-    }
-    if "://" in out:  # S3 (or any Hadoop FS): one object through Hadoop's FileSystem
-        _write_text(spark, f"{out}/summary.json", json.dumps(summary, indent=2) + "\n")
-    else:
-        Path(out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _progress(f"done in {timings['total']:.1f}s: {json.dumps(split_rows)}; {ingested:,} records ingested")
+        timings.record("ingest", t)
+    snaps.unpersist()
+    result = {"rows_out": split_rows, "rows_duplicate_tid": duplicates, "cards": snaps.cards,
+              "model_features": fs.model_features, "records_ingested": ingested, "timings_s": timings.total()}  # fmt: skip
+    summary = build_summary(args, stats, days, result)
+    write_summary(spark, out, summary)
+    _progress(
+        f"done in {summary['timings_s']['total']:.1f}s: {json.dumps(split_rows)}; {ingested:,} records ingested"
+    )
     return summary
 
 
