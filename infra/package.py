@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the deployable zips into dist/ (`make package`).
 
-    python infra/package.py --out dist [--connector-jar PATH] [--skip-flink]
+    python infra/package.py --out dist [--connector-jar PATH] [--operator-jar PATH] [--skip-flink]
 
 Lambda zips (ingest_aggregates, score_transaction, deploy_model) hold the function's handler module and
 every repository module it imports, transitively, with the `__init__.py` of each package on the way
@@ -10,9 +10,11 @@ builder lambdas/testing.py, never ships). The handlers use boto3 from the Lambda
 dependency slipping in would break on AWS, not here. Each zip is therefore import-checked in a
 subprocess where only the standard library, boto3 and the zip's own packages can be imported.
 
-flink-app.zip holds streaming/ + features/ + lib/<Kinesis SQL connector jar>. The jar is not vendored: it
-comes from Maven Central (see CONNECTOR_HELP), found via --connector-jar, $FLINK_KINESIS_CONNECTOR_JAR or
-infra/lib/*.jar.
+flink-app.zip holds streaming/ + features/ + lib/<application jar>: the Kinesis SQL connector jar with the
+job's Java operator classes merged in (Managed Flink takes one `jarfile` for a Python application, see
+`application_jar`). The connector jar is not vendored: it comes from Maven Central (see CONNECTOR_HELP),
+found via --connector-jar, $FLINK_KINESIS_CONNECTOR_JAR or infra/lib/*.jar; the operator jar is built by
+`make install` (streaming/operator_jar.py), or given with --operator-jar.
 
 Zips are deterministic (sorted entries, fixed timestamps) so an unchanged build has the same bytes and
 infra/deploy.sh's content-hashed S3 keys only change CloudFormation resources when the code changed.
@@ -39,7 +41,8 @@ FLINK_ZIP = "flink-app.zip"
 CONNECTOR_VERSION = "5.0.0-1.20"
 CONNECTOR_ARTIFACT = "flink-sql-connector-kinesis"
 CONNECTOR_IN_ZIP = f"lib/{CONNECTOR_ARTIFACT}.jar"
-"""Path of the jar inside flink-app.zip = the `jarfile` run option (streaming.yaml FlinkConnectorJar)."""
+"""Path of the application jar inside flink-app.zip = the `jarfile` run option (streaming.yaml
+FlinkConnectorJar): the Kinesis connector with the job's Java operator merged in (`application_jar`)."""
 CONNECTOR_URL = (
     f"https://repo1.maven.org/maven2/org/apache/flink/{CONNECTOR_ARTIFACT}/{CONNECTOR_VERSION}/"
     f"{CONNECTOR_ARTIFACT}-{CONNECTOR_VERSION}.jar"
@@ -160,8 +163,54 @@ def lambda_members(name: str, repo: Path = REPO) -> dict[str, Path]:
     return {path.relative_to(repo).as_posix(): path for path in modules.values()}
 
 
+def operator_jar_module():
+    """streaming/operator_jar.py (builds and finds the Java operator's jar; no PyFlink import)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from streaming import operator_jar
+
+    return operator_jar
+
+
+def find_operator_jar(explicit: str | None = None) -> Path:
+    """The Java operator's jar (`make install` builds it): --operator-jar, else the Flink venv's."""
+    ops = operator_jar_module()
+    try:
+        return ops.find_jar(explicit)
+    except ops.BuildError as err:
+        raise PackagingError(str(err)) from None
+
+
+def application_jar(connector: Path, operator: Path, target: Path) -> Path:
+    """The one jar of the application (run option `jarfile`): the Kinesis connector's entries plus
+    the operator's classes, deterministic (sorted entries, fixed timestamps).
+
+    Managed Service for Apache Flink takes a single `jarfile` for a Python application: "Amazon
+    Managed Service for Apache Flink expects a single JAR file containing all JAR dependencies of a
+    PyFlink application ... packaged in a single uber-jar" (aws-samples/amazon-managed-service-for-
+    apache-flink-examples, python/README.md); the run option is "jarfile: a Java JAR file containing
+    Java user-defined functions" (Managed Flink developer guide, "Create your Managed Service for
+    Apache Flink Python application"). So the operator's classes go into the connector's jar."""
+    with zipfile.ZipFile(connector) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist() if not n.endswith("/")}
+    for name, data in operator_jar_module().jar_classes(operator):
+        if name in entries:
+            raise PackagingError(f"{name} is in both {connector.name} and {operator.name}")
+        entries[name] = data
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        names = sorted(entries, key=lambda n: (n != "META-INF/MANIFEST.MF", n))  # manifest first
+        for name in names:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, entries[name])
+    return target
+
+
 def flink_members(jar: Path, repo: Path = REPO) -> dict[str, Path]:
-    """Archive name -> source file for the Managed Flink application zip."""
+    """Archive name -> source file for the Managed Flink application zip (`jar`: the application
+    jar, `application_jar`)."""
     members: dict[str, Path] = {}
     for top in ("streaming", "features"):
         for path in _source_files(repo / top):
@@ -273,6 +322,7 @@ def build(
     out: Path,
     *,
     connector_jar: str | None = None,
+    operator_jar: str | None = None,
     skip_flink: bool = False,
     import_check: bool = True,
     repo: Path = REPO,
@@ -287,9 +337,15 @@ def build(
         print(f"built {target} ({target.stat().st_size:,} bytes)", file=sys.stderr)
     if not skip_flink:
         jar = find_connector_jar(connector_jar, repo)
+        operator = find_operator_jar(operator_jar)
         target = out / FLINK_ZIP
-        built[target.name] = write_zip(target, flink_members(jar, repo))
-        print(f"built {target} ({target.stat().st_size:,} bytes, connector {jar.name})", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="flink-app-jar-") as tmp:
+            app_jar = application_jar(jar, operator, Path(tmp) / Path(CONNECTOR_IN_ZIP).name)
+            built[target.name] = write_zip(target, flink_members(app_jar, repo))
+        print(
+            f"built {target} ({target.stat().st_size:,} bytes, connector {jar.name} + {operator.name})",
+            file=sys.stderr,
+        )
     manifest = {
         "artifacts": built,
         "handlers": {n: handler_path(n) for n in LAMBDAS},
@@ -303,6 +359,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="dist", help="output directory (default: dist)")
     parser.add_argument("--connector-jar", help="path of flink-sql-connector-kinesis-*.jar for Flink 1.20")
+    parser.add_argument(
+        "--operator-jar", help="the Flink job's Java operator jar (default: the one `make install` builds)"
+    )
     parser.add_argument("--skip-flink", action="store_true", help="build only the Lambda zips")
     parser.add_argument(
         "--no-import-check", action="store_true", help="skip importing each handler in a Lambda-like runtime"
@@ -315,6 +374,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         build(
             out,
             connector_jar=args.connector_jar,
+            operator_jar=args.operator_jar,
             skip_flink=args.skip_flink,
             import_check=not args.no_import_check,
         )

@@ -528,9 +528,17 @@ def _fake_connector_jar(path: Path) -> Path:
     return path
 
 
+def _fake_operator_jar(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+        zf.writestr("fraud/streaming/CardFeatures.class", b"\xca\xfe\xba\xbe\x00")
+    return path
+
+
 def test_flink_zip_contents(tmp_path):
     jar = _fake_connector_jar(tmp_path / "flink-sql-connector-kinesis-5.0.0-1.20.jar")
-    package.build(tmp_path / "dist", connector_jar=str(jar), import_check=False)
+    operator = _fake_operator_jar(tmp_path / "operator.jar")
+    package.build(tmp_path / "dist", connector_jar=str(jar), operator_jar=str(operator), import_check=False)
     names = _names(tmp_path / "dist" / package.FLINK_ZIP)
     assert {
         "streaming/job.py",
@@ -539,8 +547,36 @@ def test_flink_zip_contents(tmp_path):
         package.CONNECTOR_IN_ZIP,
     } <= names
     assert {n.split("/")[0] for n in names} == {"streaming", "features", "lib"}
+    # One jar (Managed Flink's single `jarfile`): the connector's entries + the operator's classes.
     with zipfile.ZipFile(tmp_path / "dist" / package.FLINK_ZIP) as zf:
-        assert zf.read(package.CONNECTOR_IN_ZIP) == jar.read_bytes()
+        app_jar = tmp_path / "app.jar"
+        app_jar.write_bytes(zf.read(package.CONNECTOR_IN_ZIP))
+    with zipfile.ZipFile(app_jar) as zf, zipfile.ZipFile(jar) as conn, zipfile.ZipFile(operator) as op:
+        assert zf.namelist()[0] == "META-INF/MANIFEST.MF"
+        assert zf.read("META-INF/MANIFEST.MF") == conn.read("META-INF/MANIFEST.MF")
+        for name in conn.namelist():
+            assert zf.read(name) == conn.read(name), name
+        assert zf.read("fraud/streaming/CardFeatures.class") == op.read("fraud/streaming/CardFeatures.class")
+    again = package.build(
+        tmp_path / "dist2", connector_jar=str(jar), operator_jar=str(operator), import_check=False
+    )
+    assert (
+        again[package.FLINK_ZIP]
+        == package.build(
+            tmp_path / "dist", connector_jar=str(jar), operator_jar=str(operator), import_check=False
+        )[package.FLINK_ZIP]
+    )  # deterministic bytes
+
+
+def test_missing_operator_jar_fails_with_make_install(tmp_path):
+    jar = _fake_connector_jar(tmp_path / "flink-sql-connector-kinesis-5.0.0-1.20.jar")
+    with pytest.raises(package.PackagingError, match="make install"):
+        package.build(
+            tmp_path / "dist",
+            connector_jar=str(jar),
+            operator_jar=str(tmp_path / "none.jar"),
+            import_check=False,
+        )
 
 
 def test_missing_or_broken_connector_jar_fails_with_the_maven_coordinates(tmp_path, monkeypatch):
