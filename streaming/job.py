@@ -3,13 +3,16 @@
 Locally (bounded JSON-lines file in, JSON-lines directory out; terminates at end of input):
     .venv-flink/bin/python streaming/job.py --source-path IN.jsonl --sink-path OUT_DIR \
         [--watermark-seconds N] [--allowed-lateness-seconds S] [--emit on-watermark|on-arrival] \
-        [--feature-spec SPEC.json] [--max-event-time EPOCH_S] [--execution-mode thread|process]
+        [--feature-spec SPEC.json] [--max-event-time EPOCH_S] [--operator-jar JAR]
 On Managed Service for Apache Flink (no arguments): Kinesis in/out, configured by the property
 group `FraudFeatures` in /etc/flink/application_properties.json (`PROPERTY_KEYS` below).
 
-Pipeline: SQL source (raw text + `rowtime` + watermark, streaming/sql.py) -> DataStream keyed by
-card -> `CardFeatures` (a `KeyedProcessFunction`: parsing and validation, streaming/parse.py; the
-per-card rules, streaming/keyed.py over features/compute.py) -> SQL sink (streaming/sql.py).
+Pipeline, all in the JVM (Python only builds it): SQL source (raw text + `rowtime` + watermark;
+the card key and event time read by two Java scalar functions, streaming/sql.py) -> keyed by card
+-> the Java `KeyedProcessFunction` `fraud.streaming.CardFeatures` (streaming/java: parsing and
+validation as streaming/parse.py, the per-card rules as streaming/keyed.py over
+features/compute.py; those Python modules are the tests' oracles) -> SQL sink (streaming/sql.py).
+The operator receives the feature specification as JSON (`operator_config`) and loops over it.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ PROPERTIES_FILE = "/etc/flink/application_properties.json"
 PROPERTY_GROUP = "FraudFeatures"
 DEFAULT_WATERMARK_SECONDS = sql.DEFAULT_WATERMARK_SECONDS
 DEFAULT_EXECUTION_MODE = "thread"
-"""PyFlink runs the Python operator inside the JVM (pemja): ~30x the throughput of `process` here
-(docs/streaming.md). Managed Service for Apache Flink lists `python.execution-mode` among the
-properties an application may set in its code ("Programmatic Flink configuration properties");
-the property `python.execution-mode` of the group switches back to `process`."""
+"""PyFlink's `python.execution-mode`. No Python function runs in the job since the operator moved
+to Java, so it has no effect today; it is still set (and read from the property group, which
+infra/streaming.yaml sets) so that a Python function added later runs embedded in the JVM, ~30x
+faster than `process` mode here (docs/streaming.md)."""
 
 PROPERTY_KEYS: dict[str, str] = {
     "transactions.stream.arn": "source stream ARN (required)",
@@ -49,7 +52,7 @@ PROPERTY_KEYS: dict[str, str] = {
     "emit.mode": f"{' | '.join(keyed.EMIT_MODES)} (default {keyed.EMIT_ON_WATERMARK})",
     "future.skew.seconds": f"reject events further ahead of the wall clock (default {spec.FUTURE_SKEW_SECONDS})",
     "feature.spec": "FeatureSpec JSON (FeatureSpec.to_json) or a file in the application; default spec.SPEC",
-    "python.execution-mode": f"thread | process (default {DEFAULT_EXECUTION_MODE})",
+    "python.execution-mode": f"thread | process (default {DEFAULT_EXECUTION_MODE}; no Python function runs today)",
     "source.idle-timeout.seconds": "an idle shard stops holding the watermark after this (default 30)",
 }
 """Every key of the `FraudFeatures` group the job reads (infra/streaming.yaml sets them)."""

@@ -1,12 +1,15 @@
-"""Per-card keyed state of the Flink job, in plain Python (no PyFlink import).
+"""Per-card keyed state of the Flink job: its settings, and its rules in plain Python (the oracle).
 
-The Flink job (streaming/job.py) runs `CardState` inside a PyFlink `KeyedProcessFunction` keyed by
-`cc_num`; the rules themselves are `features.compute.CardHistory` (bisect over a card's time-sorted
-events), the same code the tests use as the batch oracle, so each rule is written once.
+The job (streaming/job.py) runs the Java port of `CardState`, `fraud.streaming.CardFeatures`
+(streaming/java), a `KeyedProcessFunction` keyed by `cc_num`: a Python operator cost ~120 us of
+CPU per event at PyFlink's boundary (docs/streaming.md). This module is the executable
+specification of that operator, run by tests/test_streaming_sql.py; its rules are
+`features.compute.CardHistory` (the batch oracle), which the Java code follows step for step.
+`Settings` and the constants here are what the job hands to the operator (`job.operator_config`).
 
-What a card's state holds (streaming/job.py): a `ValueState` (pickled `history_stored()`: its
-events (time, amount) for the longest streaming window + the allowed lateness behind the watermark,
-always at least the last `fs.max_recency_nth` events whatever their age, and the pending clean-up
+What a card's state holds: a `ValueState` `history` (its events (time, amount) for the longest
+streaming window + the allowed lateness behind the watermark, always at least the last
+`fs.max_recency_nth` events whatever their age), a `ValueState` `cleanup_at` (the armed clean-up
 timer) and, in `on-watermark` mode, a `ListState` of the on-time events still waiting for the
 watermark (one append per arriving event: the history is not rewritten on arrival).
 

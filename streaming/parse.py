@@ -1,6 +1,7 @@
-"""Reading one raw event record in the Flink job: strict JSON, typed fields, the spec's value rule.
+"""Reading one raw event record: strict JSON, typed fields, the spec's value rule (the oracle).
 
-Runs in the job's Python operator (thread mode: inside the JVM), so it imports no PyFlink and no
+The Flink job runs the Java port of this module (streaming/java/fraud/streaming/EventParser.java);
+tests/test_java_operator.py checks the two agree record by record. It imports no PyFlink and no
 botocore; the type rules are the Lambdas' (`lambdas/records.py:validate_event`, checked equal by
 tests/test_streaming_sql.py on a list of bad records) and the value rule is the specification's
 (`features.spec.value_problem`: finite, bounds, integral card). A record is either a tuple of the

@@ -2,17 +2,17 @@
 
 Pure string generation (no PyFlink import) so the main venv can test it and the infra helper can
 render it. The job (streaming/job.py) executes these statements; the per-card features are computed
-by a PyFlink `KeyedProcessFunction` (streaming/keyed.py), not in SQL.
+by a Java `KeyedProcessFunction` (streaming/java, the rules of streaming/keyed.py), not in SQL.
 
 Semantics (docs/streaming.md):
 - the source reads each record as one raw STRING (format `raw`): nothing is dropped at decoding;
-  the record's text goes to the Python operator, which parses and validates it
-  (streaming/parse.py) and forwards a record it cannot accept with `raw` and `reject_reason`;
+  the record's text goes to the Java operator, which parses and validates it (the rules of
+  streaming/parse.py) and forwards a record it cannot accept with `raw` and `reject_reason`;
 - event time `rowtime` = `trans_ts` (epoch seconds, float) as TIMESTAMP_LTZ(3), rounded to the
   millisecond, *only when it is a plausible time*: within [0, spec.MAX_EVENT_TIME] and not beyond
   the accepted bound — wall clock + `spec.FUTURE_SKEW_SECONDS` on a live stream, or a fixed
   `max_event_time` (the end of a replay's data). Any other record gets the placeholder epoch 0, so
-  a far-future or unreadable time never advances the watermark; the Python operator rejects
+  a far-future or unreadable time never advances the watermark; the operator rejects
   such an event with its reason (`rowtime` 0 and `trans_ts` > 0);
 - bounded out-of-orderness watermark `rowtime - N seconds`;
 - the sink holds the input fields, every `fs.streaming_features`, the lateness flags, `raw` and
@@ -38,7 +38,7 @@ RAW = spec.REJECTED_RAW_FIELD
 DEFAULT_WATERMARK_SECONDS = 5
 """Bounded out-of-orderness of the event-time watermark (Managed Flink property `watermark.seconds`)."""
 
-# Input fields of an event and their Flink types (the Python operator's tuple order too).
+# Input fields of an event and their Flink types (the operator's row order too).
 INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tid", "STRING"),
     (spec.CARD_ID, "BIGINT"),
