@@ -204,3 +204,12 @@ def _json_syntax_ok(raw: str) -> bool:
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def test_build_errors_are_one_clear_message(tmp_path, monkeypatch):
+    with pytest.raises(operator_jar.BuildError, match="make install"):
+        operator_jar.find_jar(tmp_path / "absent.jar")
+    monkeypatch.setattr(operator_jar.shutil, "which", lambda name: None)
+    with pytest.raises(operator_jar.BuildError, match=r"javac not found.*JDK 17"):
+        operator_jar.build(tmp_path / "x.jar")
+    assert operator_jar.main([str(tmp_path / "x.jar")]) == 1 and not (tmp_path / "x.jar").exists()
