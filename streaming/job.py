@@ -236,20 +236,18 @@ def wire(
     max_event_time: float | None = None,
     future_skew_seconds: float | None = None,
 ):
-    """Source table -> keyed by card -> the Java operator `CardFeatures` -> the enriched Table.
+    """Source table -> parse -> keyed by card -> the Java operator `CardFeatures` -> the enriched Table.
 
-    No record crosses into Python: the card (the key) and the raw text are selected in SQL
-    (`sql.source_query`), the stream is keyed and processed in the JVM by
+    No record crosses into Python: the raw text is selected in SQL (`sql.source_query`), then
     `fraud.streaming.CardFeatures.apply` (reached through the py4j gateway, the operator's jar on
-    the classpath: `pipeline.jars` locally, the application's `jarfile` on Managed Flink), and the
+    the classpath: `pipeline.jars` locally, the application's `jarfile` on Managed Flink) parses it
+    in the source's task (`ParseEvents`), keys by the parsed card and runs the per-card rules; the
     operator's rows (typed by `sql.output_columns(fs)`) go back to the Table API for the sink."""
     from pyflink.common.typeinfo import Types
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
-    source = t_env.to_append_stream(
-        t_env.sql_query(sql.source_query()), Types.ROW([Types.LONG(), Types.STRING()])
-    )
+    source = t_env.to_append_stream(t_env.sql_query(sql.source_query()), Types.ROW([Types.STRING()]))
     operator = _operator_class(get_gateway())
     j_out = operator.apply(
         source._j_data_stream, operator_config(settings, max_event_time, future_skew_seconds)

@@ -29,7 +29,6 @@ from streaming import keyed
 SOURCE_TABLE = "transactions"
 SINK_TABLE = "card_features"
 ROWTIME = "rowtime"
-KEY = "card_key"
 REJECT_REASON = "reject_reason"
 """Why the job set a record aside (NULL on valid events)."""
 RAW = spec.REJECTED_RAW_FIELD
@@ -162,16 +161,14 @@ def time_bound_sql(max_event_time: float | None = None, future_skew_seconds: flo
     return f"LEAST({spec.MAX_EVENT_TIME!r}, CAST(UNIX_TIMESTAMP() AS DOUBLE) + {float(skew)!r})"
 
 
-CARD_KEY_FUNCTION = "CARD_KEY"
 EVENT_TIME_FUNCTION = "EVENT_TIME_MS"
 SOURCE_FUNCTIONS: dict[str, tuple[str, str]] = {
-    CARD_KEY_FUNCTION: ("fraud.streaming.SourceFields$CardKey", spec.CARD_ID),
     EVENT_TIME_FUNCTION: ("fraud.streaming.SourceFields$EventTimeMs", spec.EVENT_TIME),
 }
-"""The source's Java scalar functions (streaming/java, registered by the job before the DDL):
+"""The source's Java scalar function (streaming/java, registered by the job before the DDL):
 name -> (class, the top-level field it reads). One streaming pass over the record's top-level
-fields each, instead of Flink's JSON_VALUE (which parsed the whole record into a map per call,
-five calls per record: about half of the source task's CPU, docs/streaming.md)."""
+fields, instead of Flink's JSON_VALUE (which parsed the whole record into a map per call: five
+calls per record with the card key, about half of the source task's CPU, docs/streaming.md)."""
 
 
 def rowtime_sql(max_event_time: float | None = None, future_skew_seconds: float | None = None) -> str:
@@ -206,18 +203,10 @@ def sink_ddl(conn: ConnectorConfig, fs: spec.FeatureSpec = spec.SPEC) -> str:
     )
 
 
-def card_key_sql() -> str:
-    """The stream's key: `cc_num` read by the source (`CARD_KEY`: an integral top-level JSON number
-    within BIGINT), equal to the card the operator's parser accepts for every valid record (an
-    integer as it is, an integral float such as `4e15` as that integer); 0 otherwise (the operator
-    rejects such records)."""
-    return f"{CARD_KEY_FUNCTION}(`{RAW}`)"
-
-
 def source_query() -> str:
-    """What the job keys and the Java operator receives: the card (key) and the raw text (the
-    watermark comes from the source's `rowtime`; the operator recomputes each event's time)."""
-    return f"SELECT {card_key_sql()} AS `{KEY}`, `{RAW}` FROM {SOURCE_TABLE}"
+    """What the Java pipeline receives: the raw text (it parses the record, keys by the parsed
+    card and recomputes the event time; the watermark comes from the source's `rowtime`)."""
+    return f"SELECT `{RAW}` FROM {SOURCE_TABLE}"
 
 
 def statements(

@@ -60,12 +60,12 @@ def test_source_event_time_never_ahead_of_the_bound():
     assert f"EVENT_TIME_MS(`raw`, CAST({T0!r} AS DOUBLE))" in replay and "UNIX_TIMESTAMP" not in replay
     assert sql.time_bound_sql(9e99) == repr(spec.MAX_EVENT_TIME)
     assert "PARTITIONED BY" not in sql.sink_ddl(conn)
-    assert set(sql.SOURCE_FUNCTIONS) == {sql.CARD_KEY_FUNCTION, sql.EVENT_TIME_FUNCTION}
+    assert set(sql.SOURCE_FUNCTIONS) == {sql.EVENT_TIME_FUNCTION}
 
 
 def test_job_reads_the_key_in_sql_and_the_event_time_like_the_source():
     q = sql.source_query()
-    assert q == f"SELECT CARD_KEY(`raw`) AS `{sql.KEY}`, `raw` FROM {sql.SOURCE_TABLE}"
+    assert q == f"SELECT `raw` FROM {sql.SOURCE_TABLE}"  # parsed and keyed in Java (ParseEvents)
     assert "`rowtime`" not in q  # the operator recomputes the event time (keyed.event_time_ms's rule)
     # CAST(ROUND(ts * 1000) AS BIGINT): half up, where Python's round() would round half to even.
     assert keyed.event_time_ms(1_580_515_200.0625) == 1_580_515_200_063

@@ -20,8 +20,8 @@ import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
 
 /**
- * The job's per-card operator: parse + validate each raw record (EventParser), then the card's
- * rules in keyed state. The rules are features/compute.py:CardHistory and streaming/keyed.py:
+ * The job's per-card operator: the card's rules in keyed state, over records parsed and validated
+ * before the keyBy (ParseEvents; a rejected record is forwarded with its reason, never decided). The rules are features/compute.py:CardHistory and streaming/keyed.py:
  * CardState (the Python oracle the tests compare with), step for step:
  *
  * <ul>
@@ -43,7 +43,6 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
     private static final long serialVersionUID = 1L;
 
     private final JobConfig c;
-    private final EventParser parser;
     private transient ValueState<double[]> history;
     private transient ValueState<Long> cleanupAt;
     private transient ValueState<Long> timerAt;
@@ -54,19 +53,22 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
 
     public CardFeatures(JobConfig config) {
         this.c = config;
-        this.parser = new EventParser(config);
     }
 
-    /** source.keyBy(card) -> this operator; the output typed by the spec's output columns. */
+    /** source (the raw record) -> ParseEvents -> keyBy(card) -> this operator; the output typed by
+     * the spec's output columns. */
     public static DataStream<Row> apply(DataStream<Row> source, String configJson) {
         JobConfig config = new JobConfig(configJson);
-        return source.keyBy(new CardKey(), Types.LONG)
+        return source.map(new ParseEvents(config), ParseEvents.type(config))
+                .uid("parse-events")
+                .name("parse-events")
+                .keyBy(new CardKey(), Types.LONG)
                 .process(new CardFeatures(config), outputType(config))
                 .uid("card-features")
                 .name("card-features");
     }
 
-    /** The key: column 0, the card read in SQL (streaming/sql.py:card_key_sql). */
+    /** The key: column 0 of ParseEvents' rows, the parsed card (card_of's for a rejected record). */
     public static final class CardKey implements KeySelector<Row, Long> {
         private static final long serialVersionUID = 1L;
 
@@ -236,16 +238,12 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
         return h;
     }
 
-    private Row inputRow(EventParser.Result r) {
+    /** The input columns of a parsed row (ParseEvents: key, columns..., raw, reason). */
+    private Row inputRow(Row parsed) {
         Row row = new Row(c.nInput());
-        row.setField(0, r.tid);
-        row.setField(1, r.card);
-        row.setField(2, r.amount);
-        row.setField(3, r.ts);
-        for (int i = 0; i < r.optional.length; i++) {
-            row.setField(4 + i, r.optional[i]);
+        for (int i = 0; i < c.nInput(); i++) {
+            row.setField(i, parsed.getField(i + 1));
         }
-        row.setField(4 + r.optional.length, r.label);
         return row;
     }
 
@@ -262,10 +260,10 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
         return out;
     }
 
-    private Row reject(String raw, String reason) {
+    private Row reject(long card, String raw, String reason) {
         rejected.inc();
         Row out = new Row(c.outputNames.length);
-        out.setField(1, parser.cardOf(raw));
+        out.setField(1, card);
         out.setField(c.outputNames.length - 2, raw);
         out.setField(c.outputNames.length - 1, reason);
         return out;
@@ -273,25 +271,17 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
 
     @Override
     public void processElement(Row value, Context ctx, Collector<Row> out) throws Exception {
-        String raw = (String) value.getField(1);
-        EventParser.Result r = parser.parse(raw);
-        if (r.reason == null) {
-            double bound = c.maxEventTime != null
-                    ? c.maxEventTime
-                    : System.currentTimeMillis() / 1000.0 + c.futureSkewSeconds;
-            if (r.ts > bound) { // the source gave it the placeholder time 0: it never moved the watermark
-                r = new EventParser.Result(c.timeField + " " + EventParser.reprDouble(r.ts)
-                        + " is beyond the accepted event time "
-                        + "(wall clock + future skew on a live stream, the data's end in a replay)");
-            }
-        }
-        if (r.reason != null) {
-            out.collect(reject(raw, r.reason));
+        int n = c.nInput();
+        String reason = (String) value.getField(n + 2);
+        if (reason != null) {
+            out.collect(reject((Long) value.getField(0), (String) value.getField(n + 1), reason));
             return;
         }
-        long tsMs = eventTimeMs(r.ts);
+        double ts = (Double) value.getField(4);
+        double amount = (Double) value.getField(3);
+        long tsMs = eventTimeMs(ts);
         long wm = ctx.timerService().currentWatermark();
-        Row input = inputRow(r);
+        Row input = inputRow(value);
         if (tsMs > wm && !c.emitOnArrival) { // on time: wait for the watermark
             pending.add(input);
             Long armed = timerAt.value();
@@ -303,7 +293,7 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
         }
         boolean isLate = tsMs <= wm;
         boolean beyond = isLate && tsMs <= wm - c.allowedLatenessMs;
-        double[] h = add(history.value(), r.ts, r.amount);
+        double[] h = add(history.value(), ts, amount);
         Row row = output(input, h, isLate, beyond);
         history.update(tidy(h, wm, ctx));
         if (isLate) {

@@ -78,10 +78,6 @@ public final class EventParser implements Serializable {
         return mapper;
     }
 
-    String cardField() {
-        return c.cardField;
-    }
-
     String timeField() {
         return c.timeField;
     }

@@ -20,7 +20,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMap
  * any character), and prints for each what the operator's parser decides: {"fields": [...]} or
  * {"reason": "..."}, and "card_of" (the partition key of a rejected record), one JSON line each.
  * Also prints event_time_ms and Python's float repr for numbers given as {"ms": x} / {"repr": x},
- * and the source's CARD_KEY / EVENT_TIME_MS of {"source": raw, "bound": seconds}.
+ * and the source's EVENT_TIME_MS of {"source": raw, "bound": seconds}.
  */
 public final class ParseCheck {
     private ParseCheck() {}
@@ -37,7 +37,6 @@ public final class ParseCheck {
             if (item instanceof Map && ((Map<?, ?>) item).containsKey("source")) {
                 String raw = (String) ((Map<?, ?>) item).get("source");
                 double bound = ((Number) ((Map<?, ?>) item).get("bound")).doubleValue();
-                answer.put("key", new SourceFields.CardKey(parser.cardField()).eval(raw));
                 answer.put("time", new SourceFields.EventTimeMs(parser.timeField()).eval(raw, bound));
                 out.println(json.writeValueAsString(answer));
                 continue;

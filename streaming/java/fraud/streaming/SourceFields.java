@@ -8,12 +8,12 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.table.functions.ScalarFunction;
 
 /**
- * The two values the SQL source reads from a raw record before the keyed operator parses it
- * (streaming/sql.py): the card (the stream's key) and the event time (the watermark's input).
- * One streaming pass over the record's top-level fields instead of Flink's JSON_VALUE, which
- * parses the whole record into a map for every call (five calls per record: ~half of the source
- * task's CPU, measured). A record that is not well-formed JSON gives the placeholders (key 0, time
- * 0); duplicate keys keep the last value, as the operator's parser.
+ * What the SQL source reads from a raw record before the operator parses it (streaming/sql.py):
+ * the event time, the watermark's input. One streaming pass over the record's top-level fields
+ * instead of Flink's JSON_VALUE, which parsed the whole record into a map for every call (five
+ * calls per record with the card key: ~half of the source task's CPU, measured). A record that is
+ * not well-formed JSON gives the placeholder time 0; duplicate keys keep the last value, as the
+ * operator's parser.
  */
 public final class SourceFields {
     private static final JsonFactory JSON = new JsonFactory();
@@ -48,32 +48,6 @@ public final class SourceFields {
             return null;
         }
         return found;
-    }
-
-    /** CARD_KEY(raw): the card as BIGINT (an integral JSON number within BIGINT), else 0. */
-    public static final class CardKey extends ScalarFunction {
-        private static final long serialVersionUID = 1L;
-        private final String field;
-
-        public CardKey(String field) {
-            this.field = field;
-        }
-
-        public Long eval(String raw) {
-            Number n = topLevelNumber(raw, field);
-            if (n == null) {
-                return 0L;
-            }
-            if (n instanceof Integer || n instanceof Long) {
-                return n.longValue();
-            }
-            double d = n.doubleValue();
-            if (n instanceof java.math.BigInteger || Double.isInfinite(d) || d != Math.rint(d)
-                    || d < -9.223372036854775808E18 || d >= 9.223372036854775808E18) {
-                return 0L;
-            }
-            return (long) d;
-        }
     }
 
     /** EVENT_TIME_MS(raw, bound): ROUND(ts * 1000) (half up) when the top-level JSON number
