@@ -538,10 +538,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     local.set_defaults(handler=cmd_local)
 
     endpoint = commands.add_parser(
-        "endpoint", help="show, stop or (re)deploy the local endpoint of a work dir"
+        "endpoint",
+        help="show, stop or (re)deploy the local endpoint of a work dir",
+        description="Without flags: show the endpoint a `local` run deployed (URL, model version, pid).\n"
+        "--stop ends it; --deploy-latest swaps in the newest approved registry version atomically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    endpoint.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
+    endpoint.add_argument(
+        "--work-dir",
+        type=Path,
+        default=DEFAULT_WORK_DIR,
+        help=f"the local run's folder (default {DEFAULT_WORK_DIR})",
+    )
     endpoint.add_argument("--stop", action="store_true", help="stop the running local endpoint")
     endpoint.add_argument("--deploy-latest", action="store_true", help="deploy the newest approved version")
-    endpoint.add_argument("--port", type=int, default=0)
+    endpoint.add_argument(
+        "--port", type=int, default=0, help="port for --deploy-latest (default 0: any free port)"
+    )
     endpoint.set_defaults(handler=cmd_endpoint)
