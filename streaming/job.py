@@ -215,9 +215,11 @@ def build_envs(
         )
     if restore_from:
         config.set_string("execution.savepoint.path", restore_from)
-    env = StreamExecutionEnvironment.get_execution_environment(config)
-    if jars:
-        env.add_jars(*(Path(j).resolve().as_uri() for j in jars))
+    env = (
+        _local_env_with_jars(config, jars)
+        if jars
+        else StreamExecutionEnvironment.get_execution_environment(config)
+    )
     if parallelism:
         env.set_parallelism(parallelism)
     if checkpoint_interval_ms:
@@ -228,6 +230,32 @@ def build_envs(
     if idle_timeout_seconds:
         conf.set("table.exec.source.idle-timeout", f"{idle_timeout_seconds} s")
     return env, t_env
+
+
+def _local_env_with_jars(config, jars: tuple[Path, ...]):
+    """A local environment whose user class loader holds `jars` (the operator's).
+
+    `env.add_jars` alone puts them on `pipeline.jars` (the tasks see them) and on the py4j
+    thread's context class loader (the lookups in `wire` see them), but the environment keeps the
+    application class loader as its user class loader, and with checkpointing enabled the job
+    graph generator compiles the source's generated code (which names `SourceFields`) with that
+    one: "Cannot determine simple type name 'fraud'". So the environment is created with the
+    context class loader that holds the jars. Managed Flink needs none of this: the application's
+    `jarfile` is on its user class path."""
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import add_jars_to_context_class_loader
+
+    uris = [Path(j).resolve().as_uri() for j in jars]
+    add_jars_to_context_class_loader(uris)
+    config.set_string("pipeline.jars", ";".join(uris))
+    config.set_string("execution.target", "local")
+    config.set_string("execution.attached", "true")  # what LocalStreamEnvironment sets
+    gateway = get_gateway()
+    loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
+    loader.loadClass(operator_jar.OPERATOR_CLASS)  # fails here, clearly, if the jar lacks it
+    j_env_class = gateway.jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+    return StreamExecutionEnvironment(j_env_class(config._j_configuration, loader))
 
 
 def wire(
