@@ -5,9 +5,10 @@ Throughput (default): N synthetic events (10,000 cards, event time over 10 days,
 within 3 s < the 5 s watermark), streaming/job.py run twice as the tests run it (a subprocess per
 run): on 100 events (fixed cost: JVM, planner, job submission, teardown) and on the N events.
 Throughput after start-up = N / (t_N - t_100). Also the CPU seconds of the whole process group
-(JVM + Python) per event, which a busy shared machine inflates less than wall time.
+(the JVM, which runs every operator, and the Python client) per event, which a busy shared machine
+inflates less than wall time. Needs the operator jar (`make install`).
 
-    python benchmarks/bench_flink.py [--events 1000000] [--emit on-watermark|on-arrival] [--execution-mode thread]
+    python benchmarks/bench_flink.py [--events 1000000] [--emit on-watermark|on-arrival]
 
 Latency (`--latency`): an unbounded run (watched source directory, print sink): a feeder appends
 `--rate` events/s (live event time = wall clock) for `--seconds`; each event carries its send time
