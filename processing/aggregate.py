@@ -25,7 +25,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -634,20 +635,16 @@ def write_splits(
     return split_rows
 
 
-class _concurrent_writers:
-    """Context: `spark.sql.maxConcurrentOutputFileWriters` = n, restored afterwards."""
-
-    KEY = "spark.sql.maxConcurrentOutputFileWriters"
-
-    def __init__(self, spark: SparkSession, n: int) -> None:
-        self.spark, self.n = spark, n
-
-    def __enter__(self) -> None:
-        self.previous = self.spark.conf.get(self.KEY, "0")
-        self.spark.conf.set(self.KEY, str(self.n))
-
-    def __exit__(self, *exc: object) -> None:
-        self.spark.conf.set(self.KEY, self.previous)
+@contextmanager
+def _concurrent_writers(spark: SparkSession, n: int) -> Iterator[None]:
+    """`spark.sql.maxConcurrentOutputFileWriters` = n inside the block, restored afterwards."""
+    key = "spark.sql.maxConcurrentOutputFileWriters"
+    previous = spark.conf.get(key, "0")
+    spark.conf.set(key, str(n))
+    try:
+        yield
+    finally:
+        spark.conf.set(key, previous)
 
 
 def _feature_spec(path: str) -> spec.FeatureSpec:
