@@ -109,43 +109,23 @@ Row = Sequence[Any]
 
 
 class CardState:
-    """One card's state and the job's rules for it; `(times, amounts, pending)` is what Flink stores.
+    """One card's state and the job's rules for it (what the Java operator keeps in Flink state:
+    `history` = (times, amounts), `pending`, `cleanup_at`, `timer_at`).
 
     `row_ts(row)` and `row_amount(row)` read the event time (seconds) and amount of a row; the
     outputs are `row + features (fs.streaming_features order) + (late, beyond_lateness)`."""
 
     __slots__ = ("cleanup_at", "compiled", "history", "pending", "settings", "timer_at")
 
-    def __init__(self, settings: Settings, stored: tuple | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.compiled = settings.compiled
         self.timer_at: int | None = None
-        """Earliest emission timer registered and not fired yet (in memory only: after a restore
-        it is unknown, None, and the restored timers still cover every pending event)."""
-        if stored is None:
-            self.history = CardHistory()
-            self.pending: list[tuple[int, tuple]] = []
-            self.cleanup_at: int | None = None
-        else:
-            times, amounts, self.pending, self.cleanup_at = stored
-            self.history = CardHistory(times, amounts)
-
-    def stored(self) -> tuple:
-        return (self.history.times, self.history.amounts, self.pending, self.cleanup_at)
-
-    def history_stored(self) -> tuple:
-        """What the job's `ValueState` holds (pending events live in a `ListState` of their own)."""
-        return (self.history.times, self.history.amounts, self.cleanup_at)
-
-    @classmethod
-    def restore(cls, settings: Settings, history: tuple | None, pending: list) -> CardState:
-        """A card from the job's two states (`history_stored()` or None, the pending list)."""
-        card = cls(settings)
-        if history is not None:
-            times, amounts, card.cleanup_at = history
-            card.history = CardHistory(times, amounts)
-        card.pending = pending
-        return card
+        """Earliest emission timer registered and not fired yet (the Java operator keeps it in a
+        `ValueState` `timer_at`)."""
+        self.history = CardHistory()
+        self.pending: list[tuple[int, tuple]] = []
+        self.cleanup_at: int | None = None
 
     def emission_timer(self, ts_ms: int) -> int | None:
         """After an on-time event at `ts_ms` became pending: the timer to register, or None when an
