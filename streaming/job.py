@@ -268,7 +268,7 @@ def wire(
 
     No record crosses into Python: the raw text is selected in SQL (`sql.source_query`), then
     `fraud.streaming.CardFeatures.apply` (reached through the py4j gateway, the operator's jar on
-    the classpath: `pipeline.jars` locally, the application's `jarfile` on Managed Flink) parses it
+    the classpath: `_local_env_with_jars` locally, the application's `jarfile` on Managed Flink) parses it
     in the source's task (`ParseEvents`), keys by the parsed card and runs the per-card rules; the
     operator's rows (typed by `sql.output_columns(fs)`) go back to the Table API for the sink."""
     from pyflink.common.typeinfo import Types
@@ -298,7 +298,9 @@ def _operator_class(gateway):
 
 
 def _java_class(gateway, class_name: str):
-    """`fraud.streaming.CardFeatures` through the context class loader (which holds the user jars)."""
+    """A class of the operator jar (`fraud.streaming....`), looked up by py4j through the context
+    class loader (which holds the user jars: `_local_env_with_jars` locally, the application's
+    `jarfile` on Managed Flink, the way PyFlink loads Java UDFs)."""
     from py4j.java_gateway import JavaClass
 
     found = gateway.jvm
