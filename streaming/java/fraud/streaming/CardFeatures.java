@@ -187,7 +187,9 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
                 continue;
             }
             double v;
-            if (op == JobConfig.SUM || op == JobConfig.AVG) {
+            if (hi == lo) {
+                v = 0.0; // compute.py's rule for an empty window (the event itself is always in it)
+            } else if (op == JobConfig.SUM || op == JobConfig.AVG) {
                 double s = 0;
                 for (int i = lo; i < hi; i++) {
                     s += h[2 * i + 1];
@@ -202,7 +204,7 @@ public class CardFeatures extends KeyedProcessFunction<Long, Row, Row> {
                     }
                 }
             }
-            out.setField(at + j, hi > lo ? v : 0.0);
+            out.setField(at + j, v);
         }
         int base = at + c.aggNames.length;
         for (int j = 0; j < c.recencyNth.length; j++) {
