@@ -718,34 +718,15 @@ class Replay:
 
 
 def run_replay(
-    work_dir: str | Path,
-    events_path: str | Path,
-    out_path: str | Path,
-    *,
-    rejects_path: str | Path | None = None,
-    watermark_seconds: int = DEFAULT_WATERMARK_SECONDS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    endpoint_url: str | None = None,
-    threshold: float = spec.DECISION_THRESHOLD,
-    progress: bool = True,
-    wrap_clients: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    work_dir: str | Path, events_path: str | Path, out_path: str | Path, **options: Any
 ) -> dict[str, Any]:
     """Replay `events_path` through Flink and both handlers; write decisions and rejects; return the summary.
 
-    `wrap_clients` receives the local clients ({"featurestore", "runtime", "kinesis", "sqs"}) and
-    returns the ones the handlers use: the fault suite wraps them to inject failures."""
-    return Replay(
-        work_dir,
-        events_path,
-        out_path,
-        rejects_path=rejects_path,
-        watermark_seconds=watermark_seconds,
-        batch_size=batch_size,
-        endpoint_url=endpoint_url,
-        threshold=threshold,
-        progress=progress,
-        wrap_clients=wrap_clients,
-    ).run()
+    `options` are `Replay`'s keyword arguments (rejects_path, watermark_seconds, batch_size,
+    endpoint_url, threshold, progress, wrap_clients). `wrap_clients` receives the local clients
+    ({"featurestore", "runtime", "kinesis", "sqs"}) and returns the ones the handlers use: the fault
+    suite wraps them to inject failures."""
+    return Replay(work_dir, events_path, out_path, **options).run()
 
 
 def _round(v: float | None) -> float | None:
