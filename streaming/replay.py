@@ -385,7 +385,7 @@ class Replay:
         self.warmup: set[str] = set()
         self.n_lines = self.n_valid = 0
         # run_flink_job / score
-        self.flink_s = self.handler_s = 0.0
+        self.flink_s = self.handler_s = self.ingest_s = 0.0
         self.url: str | None = None
         self.server: Any = None
         self.latencies: list[float] = []
@@ -528,6 +528,7 @@ class Replay:
             return {f["itemIdentifier"] for f in r["batchItemFailures"]}
 
         self.seq, self.redelivered, self.lost, batch = 1, 0, 0, []
+        t0 = time.perf_counter()
         with (
             (self.rdir / "lambda-ingest.log").open("w", encoding="utf-8") as log,
             contextlib.redirect_stdout(log),
@@ -542,6 +543,7 @@ class Replay:
         self.queue.close()
         store.close()
         return {
+            "seconds": time.perf_counter() - t0,
             "redelivered": self.redelivered,
             "lost": self.lost,
             "rejects_path": str(self.queue.path),
@@ -550,6 +552,7 @@ class Replay:
 
     def _merge_ingest(self, result: dict[str, Any]) -> None:
         """The child's counters and failure messages into this run's (one rejects file)."""
+        self.ingest_s = result["seconds"]
         self.redelivered += result["redelivered"]
         self.lost += result["lost"]
         path = Path(result["rejects_path"])
@@ -698,7 +701,8 @@ class Replay:
             ],
             "flink_seconds": round(self.flink_s, 3),
             "flink_output_events": self.enriched_count,
-            "handler_seconds": round(handler_s, 3),
+            "handler_seconds": round(handler_s, 3),  # both handlers, side by side
+            "ingest_handler_seconds": round(self.ingest_s, 3),
             "throughput_events_per_s": round(self.n_decisions / handler_s, 1) if handler_s else None,
             "end_to_end_events_per_s": round(self.n_lines / total_s, 1) if total_s else None,
             "scoring_batch_latency_ms": {
