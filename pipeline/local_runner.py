@@ -21,9 +21,10 @@ endpoint); rerunning the same command starts over (docs/reliability.md).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,30 @@ def _arrow_kind(t: Any) -> str:
     return str(t)
 
 
-def check_parquet_columns(path: Path) -> None:
-    """Refuse a Parquet input whose required columns are nested or binary, before Spark starts
-    (Spark would fail deep inside the job with a 40-line AnalysisException). CSV is all text."""
+def _csv_header(path: Path) -> list[str] | None:
+    """The header of a single CSV file; None for anything else (a folder: the Spark job reads it)."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # the Spark job reports what it cannot read
+
+
+def _refuse_missing(path: Path, names: Sequence[str]) -> None:
+    missing = [c for c in spec.TRANSACTION_COLUMNS if c not in names]
+    if missing:
+        raise BadInput(
+            f"--transactions {path} is missing column(s) {', '.join(map(repr, missing))} "
+            f"(required: {', '.join(spec.TRANSACTION_COLUMNS)}; found: {', '.join(names) or 'none'})"
+        )
+
+
+def check_input_columns(path: Path) -> None:
+    """Refuse, before Spark starts, an input that lacks a required column (CSV header or Parquet
+    schema) or whose Parquet columns are nested or binary: Spark would need ~30 s to start and then
+    fail deep inside the job (for the nested case with a 40-line AnalysisException)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -154,14 +176,16 @@ def check_parquet_columns(path: Path) -> None:
         path.is_dir() and any(p.suffix == ".parquet" for p in path.rglob("*.parquet"))
     )
     if not is_parquet:
+        header = _csv_header(path)
+        if header is not None:
+            _refuse_missing(path, header)
         return
     try:
         schema = ds.dataset(path, format="parquet").schema
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise BadInput(f"--transactions {path}: not readable as Parquet: {one_line(exc, 200)}") from None
+    _refuse_missing(path, schema.names)
     for name, kinds in _COLUMN_KINDS.items():
-        if name not in schema.names:
-            continue  # the Spark job names missing columns itself
         kind = _arrow_kind(schema.field(name).type)
         if kind not in kinds:
             raise BadInput(
@@ -246,7 +270,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
             path = Path(args.transactions)
             if not path.exists():
                 raise BadInput(f"--transactions {path}: no such file or directory")
-            check_parquet_columns(path)
+            check_input_columns(path)
             state["transactions"] = path
             return f"using {path}"
         from processing.simulate import simulate, write_transactions

@@ -283,7 +283,7 @@ def test_local_run_refuses_nested_or_binary_parquet_columns_in_one_line(tmp_path
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.local_runner import StepFailed, check_parquet_columns
+    from pipeline.local_runner import StepFailed, check_input_columns
 
     base = {"tid": ["a"], "datetime": ["2020-01-01 00:00:00"], "cc_num": [4000000000000001],
             "amount": [1.0], "fraud_label": [0]}  # fmt: skip
@@ -296,12 +296,29 @@ def test_local_run_refuses_nested_or_binary_parquet_columns_in_one_line(tmp_path
         path = tmp_path / f"{kind}.parquet"
         pq.write_table(pa.table(base | {column: values}), path)
         with pytest.raises(StepFailed) as info:
-            check_parquet_columns(path)
+            check_input_columns(path)
         assert str(info.value) == (
             f"--transactions {path}: column {column!r} has type {pq.read_schema(path).field(column).type}, "
             f"{expected}"
         )
-    check_parquet_columns(tmp_path / "none.csv")  # CSV is all text: nothing to check
+    check_input_columns(tmp_path / "none.csv")  # no such file: the Spark job reports it
+    csv_ok = tmp_path / "ok.csv"
+    csv_ok.write_text("\ufefftid,datetime,cc_num,amount,fraud_label\n")  # a BOM is fine
+    check_input_columns(csv_ok)
+    # A missing column, CSV header or Parquet schema: named, before Spark starts.
+    csv_bad = tmp_path / "bad.csv"
+    csv_bad.write_text("tid,datetime,cc_num,fraud_label\n")
+    pq.write_table(pa.table({k: v for k, v in base.items() if k != "amount"}), tmp_path / "bad.parquet")
+    for bad, found in (
+        (csv_bad, "tid, datetime, cc_num, fraud_label"),
+        (tmp_path / "bad.parquet", "tid, datetime, cc_num, fraud_label"),
+    ):
+        with pytest.raises(StepFailed) as info:
+            check_input_columns(bad)
+        assert str(info.value) == (
+            f"--transactions {bad} is missing column(s) 'amount' "
+            f"(required: {', '.join(spec.TRANSACTION_COLUMNS)}; found: {found})"
+        )
     # Through the CLI: one line, exit 2 (bad input), no traceback.
     path = tmp_path / "struct.parquet"
     result = run_cli("local", "--transactions", str(path), "--work-dir", str(tmp_path / "w"), "--no-stream")
