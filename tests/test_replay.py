@@ -481,3 +481,45 @@ def test_sigterm_during_replay_leaves_no_flink_process(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: replay terminated (SIGTERM)"), err
     time.sleep(0.2)
     assert [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"] == []
+
+
+class FailingPutsFor:
+    """A feature store whose PutRecord always fails for one card (an error the handler does not
+    retry in place: Kinesis re-delivers the batch)."""
+
+    def __init__(self, inner, card: int) -> None:
+        self.inner, self.card = inner, str(card)
+
+    def put_record(self, *, FeatureGroupName, Record, **kw):
+        from botocore.exceptions import ClientError
+
+        if any(f["FeatureName"] == spec.CARD_ID and f["ValueAsString"] == self.card for f in Record):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutRecord")
+        return self.inner.put_record(FeatureGroupName=FeatureGroupName, Record=Record, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_ingest_handler_beside_the_scorer_reports_its_failures_in_the_one_rejects_file(tmp_path, monkeypatch):
+    """The ingest handler runs in its own process: its re-deliveries and its failed records reach
+    the summary and the rejects file, and the scorer still decides every event."""
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _events(30)))
+    out = tmp_path / "d.jsonl"
+
+    def failing(clients: dict) -> dict:
+        return clients | {"featurestore": FailingPutsFor(clients["featurestore"], card=2)}
+
+    s = replay.run_replay(work, events, out, progress=False, batch_size=10, wrap_clients=failing)
+    assert s["decisions"] == 30  # the scorer never touches the streaming group
+    assert s["failed_after_redelivery"] >= 10 and s["redelivered"] > 0  # card 2's 10 events at least
+    rejects = [json.loads(x) for x in Path(s["rejects_path"]).read_text().splitlines()]
+    lost = {
+        json.loads(r["data"])["tid"] for r in rejects if r["reason"] == "processing failed after redeliveries"
+    }
+    assert {f"t{i}" for i in range(30) if 1 + i % 3 == 2} <= lost
+    assert s["rejects"] == len(rejects) and s["ingest_handler_seconds"] > 0
+    assert not Path(str(s["rejects_path"]) + ".ingest").exists()  # merged, then removed
