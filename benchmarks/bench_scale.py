@@ -118,7 +118,7 @@ def run_scale(scale: float, steps: list[str], work: Path, force: bool) -> None:
             return [PY, "-c", code]
         if step == "scoring":
             n = _test_events(feats)
-            return [PY, "benchmarks/bench_scoring.py", "--events", str(n), "--baseline-events", "300",
+            return [PY, "benchmarks/bench_scoring.py", "--events", str(n), "--baseline-events", "0",
                     "--out", str(d / "scoring.json")]  # fmt: skip
         raise ValueError(step)
 
