@@ -1,8 +1,9 @@
 """The feature rules of features/spec.py evaluated in plain Python, one card at a time.
 
-Used where events arrive one by one (the Flink job's keyed state, the Lambdas' checks) and as the
-brute-force oracle of the tests: Spark's window functions and the Flink job must agree with it to
-1e-9 (relative). A card's history is a time-sorted list; each feature is a bisect plus a slice.
+The oracle of the tests: Spark's window functions and the Flink job must agree with it to 1e-9
+(relative); streaming/keyed.py (the Flink operator's state machine in Python) runs it, and the job's
+Java operator (streaming/java/fraud/streaming/CardFeatures.java) follows it step for step. A card's
+history is a time-sorted list; each feature is a bisect plus a slice.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ On Managed Service for Apache Flink (no arguments): Kinesis in/out, configured b
 group `FraudFeatures` in /etc/flink/application_properties.json (`PROPERTY_KEYS` below).
 
 Pipeline, all in the JVM (Python only builds it): SQL source (raw text + `rowtime` + watermark;
-the card key and event time read by two Java scalar functions, streaming/sql.py) -> keyed by card
--> the Java `KeyedProcessFunction` `fraud.streaming.CardFeatures` (streaming/java: parsing and
-validation as streaming/parse.py, the per-card rules as streaming/keyed.py over
-features/compute.py; those Python modules are the tests' oracles) -> SQL sink (streaming/sql.py).
+the event time read by a Java scalar function, streaming/sql.py) -> `fraud.streaming.ParseEvents`
+in the source's task (parsing and validation as streaming/parse.py) -> keyed by the parsed card
+-> the Java `KeyedProcessFunction` `fraud.streaming.CardFeatures` (streaming/java: the per-card
+rules as streaming/keyed.py over features/compute.py; those Python modules are the tests'
+oracles) -> SQL sink (streaming/sql.py).
 The operator receives the feature specification as JSON (`operator_config`) and loops over it.
 """
 
