@@ -14,9 +14,9 @@ DEMO_ARGS ?=
 install: java-check $(VENV)/.installed $(FLINK_VENV)/.installed $(FLINK_VENV)/share/fraud-streaming-operator.jar
 
 java-check:
-	@command -v java >/dev/null 2>&1 || { echo "Java 17+ is required for Spark and Flink: install it (Debian/Ubuntu: 'sudo apt-get install -y openjdk-17-jre-headless'; macOS: 'brew install openjdk@17') and put 'java' on PATH." >&2; exit 1; }
+	@command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || { echo "A Java 17+ JDK (java and javac) is required for Spark and Flink and to build the Flink job's Java operator: install it (Debian/Ubuntu: 'sudo apt-get install -y openjdk-17-jdk-headless'; macOS: 'brew install openjdk@17') and put 'java' and 'javac' on PATH." >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1); \
-	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java 17+ is required, found '$$v' ($$(command -v java)). Install OpenJDK 17 (Debian/Ubuntu: 'sudo apt-get install -y openjdk-17-jre-headless') or set JAVA_HOME." >&2; exit 1; fi
+	 if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java 17+ is required, found '$$v' ($$(command -v java)). Install OpenJDK 17 (Debian/Ubuntu: 'sudo apt-get install -y openjdk-17-jdk-headless') or set JAVA_HOME." >&2; exit 1; fi
 
 $(VENV)/.installed: requirements.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: Python 3.11 is required (set PYTHON=/path/to/python3.11)." >&2; exit 1; }
