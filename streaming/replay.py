@@ -605,8 +605,8 @@ class Replay:
         Flink set aside is recorded once, by the scoring side (`record_rejects`).
 
         Event time advances with the on-time rows only: a late row can come out of Flink ahead of
-        on-time rows still waiting for the watermark (the keyed operator emits a late row at once, on-time rows when the watermark passes), so it
-        must not move the snapshot day forward."""
+        on-time rows still waiting for the watermark (the keyed operator emits a late row at once,
+        on-time rows when the watermark passes), so it must not move the snapshot day forward."""
         try:
             row = json.loads(line)
             if self.warmup and row.get("tid") in self.warmup:
