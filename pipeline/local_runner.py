@@ -194,6 +194,41 @@ def check_input_columns(path: Path) -> None:
             )
 
 
+def check_time_span(path: Path) -> None:
+    """Refuse, before Spark starts, data whose whole span is shorter than the 4 days any split
+    needs (processing.aggregate.split_days). Only that case: the Spark job measures the span of the
+    valid rows, which is never longer, and decides everything else. A `datetime` column this cheap
+    reading cannot type (odd formats, a folder of CSVs) is left to the Spark job."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.dataset as ds
+
+    def read(kind: Any) -> Any:
+        if path.suffix == ".csv" and path.is_file():
+            options = pcsv.ConvertOptions(include_columns=["datetime"], column_types={"datetime": kind})
+            return pcsv.read_csv(path, convert_options=options).column("datetime")
+        return ds.dataset(path, format="parquet").to_table(columns=["datetime"]).column("datetime")
+
+    seconds = None
+    for kind in (pa.timestamp("s", tz="UTC"), pa.timestamp("s")):  # with or without a UTC offset
+        try:
+            seconds = pc.min_max(read(kind).cast(pa.timestamp("s"), safe=False).cast(pa.int64())).as_py()
+            break
+        except (OSError, ValueError, pa.ArrowException):
+            continue
+    if seconds is None:
+        return
+    if seconds["min"] is None:  # no timestamps at all: the Spark job says so
+        return
+    day = spec.SNAPSHOT_PERIOD_SECONDS
+    days = seconds["max"] // day - seconds["min"] // day + 1
+    if days < 4:
+        raise BadInput(
+            f"--transactions {path}: the data spans {days} day(s): a time-based split needs at least 4"
+        )
+
+
 def _spark_reason(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     causes = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
@@ -271,6 +306,7 @@ def run_local(args: argparse.Namespace) -> RunReport:
             if not path.exists():
                 raise BadInput(f"--transactions {path}: no such file or directory")
             check_input_columns(path)
+            check_time_span(path)
             state["transactions"] = path
             return f"using {path}"
         from processing.simulate import simulate, write_transactions

@@ -363,3 +363,30 @@ def test_sigterm_during_spark_ends_in_one_line_without_a_jvm_left(tmp_path) -> N
     assert "Traceback" not in err
     _, alive = psutil.wait_procs(jvms, timeout=15)
     assert alive == []
+
+
+def test_data_shorter_than_four_days_is_refused_before_spark_starts(tmp_path) -> None:
+    """Any type of `datetime` pyarrow reads (UTC offset or not, sub-second Parquet timestamps):
+    under 4 days in all is refused at once; a column it cannot type is left to the Spark job."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.local_runner import StepFailed, check_time_span
+
+    t0 = 1_577_836_800  # 2020-01-01
+    short = pa.array([(t0 + 0.5) * 1000, (t0 + 3 * 86400 - 1) * 1000], pa.timestamp("ms", tz="UTC"))
+    pq.write_table(pa.table({"datetime": short}), tmp_path / "short.parquet")
+    (tmp_path / "short.csv").write_text("tid,datetime\na,2020-01-01 00:00:00\nb,2020-01-03 23:59:59\n")
+    for path in (tmp_path / "short.parquet", tmp_path / "short.csv"):
+        with pytest.raises(StepFailed) as info:
+            check_time_span(path)
+        assert (
+            str(info.value)
+            == f"--transactions {path}: the data spans 3 day(s): a time-based split needs at least 4"
+        )
+    (tmp_path / "long.csv").write_text(
+        "tid,datetime\na,2020-01-01 00:00:00+00:00\nb,2020-01-04 00:00:00+00:00\n"
+    )
+    check_time_span(tmp_path / "long.csv")  # 4 days: the Spark job decides the rest
+    (tmp_path / "odd.csv").write_text("tid,datetime\na,01/01/2020\nb,01/02/2020\n")
+    check_time_span(tmp_path / "odd.csv")  # not typed here: left to Spark
