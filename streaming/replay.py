@@ -92,6 +92,9 @@ class LocalKinesisSink:
         self._f.flush()
         return {"FailedRecordCount": 0, "Records": out}
 
+    def flush(self) -> None:
+        self._f.flush()
+
     def close(self) -> None:
         self._f.close()
 
@@ -125,6 +128,9 @@ class LocalFailureQueue:
         """A reject found before any stream (the input file itself)."""
         self._f.write(json.dumps({"reason": reason, "stage": stage, "data": raw, **extra}) + "\n")
         self.count += 1
+
+    def flush(self) -> None:
+        self._f.flush()
 
     def close(self) -> None:
         self._f.close()
@@ -305,7 +311,7 @@ class IngestProcess:
     def __init__(self, replay: Replay) -> None:
         # Buffered writes would otherwise be written twice (the child's copy of a buffer is flushed
         # when the child drops the object): nothing may be pending at the fork.
-        for f in (replay.queue._f, replay.sink._f, replay.lambda_log, sys.stdout, sys.stderr):
+        for f in (replay.queue, replay.sink, replay.lambda_log, sys.stdout, sys.stderr):
             f.flush()
         ctx = multiprocessing.get_context("fork")
         self._recv, send = ctx.Pipe(duplex=False)
