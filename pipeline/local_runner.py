@@ -165,6 +165,11 @@ def _refuse_missing(path: Path, names: Sequence[str]) -> None:
         )
 
 
+def _is_parquet(path: Path) -> bool:
+    """A .parquet file or a folder holding some: what the pre-checks read with pyarrow."""
+    return path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet")))
+
+
 def check_input_columns(path: Path) -> None:
     """Refuse, before Spark starts, an input that lacks a required column (CSV header or Parquet
     schema) or whose Parquet columns are nested or binary: Spark would need ~30 s to start and then
@@ -172,10 +177,7 @@ def check_input_columns(path: Path) -> None:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    is_parquet = path.suffix == ".parquet" or (
-        path.is_dir() and any(p.suffix == ".parquet" for p in path.rglob("*.parquet"))
-    )
-    if not is_parquet:
+    if not _is_parquet(path):
         header = _csv_header(path)
         if header is not None:
             _refuse_missing(path, header)
@@ -204,11 +206,15 @@ def check_time_span(path: Path) -> None:
     import pyarrow.csv as pcsv
     import pyarrow.dataset as ds
 
+    parquet = _is_parquet(path)
+    if not parquet and not (path.suffix == ".csv" and path.is_file()):
+        return
+
     def read(kind: Any) -> Any:
-        if path.suffix == ".csv" and path.is_file():
-            options = pcsv.ConvertOptions(include_columns=["datetime"], column_types={"datetime": kind})
-            return pcsv.read_csv(path, convert_options=options).column("datetime")
-        return ds.dataset(path, format="parquet").to_table(columns=["datetime"]).column("datetime")
+        if parquet:
+            return ds.dataset(path, format="parquet").to_table(columns=["datetime"]).column("datetime")
+        options = pcsv.ConvertOptions(include_columns=["datetime"], column_types={"datetime": kind})
+        return pcsv.read_csv(path, convert_options=options).column("datetime")
 
     seconds = None
     for kind in (pa.timestamp("s", tz="UTC"), pa.timestamp("s")):  # with or without a UTC offset
