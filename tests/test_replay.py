@@ -338,6 +338,15 @@ def _events(n: int, **extra: object) -> list[dict]:
     ]
 
 
+def _echo_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int) -> tuple[Path, Path]:
+    """(work dir, events file of `n` events) for a replay whose Flink job is `_echo_flink`."""
+    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
+    monkeypatch.setattr(replay, "run_flink", _echo_flink)
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _events(n)))
+    return work, events
+
+
 def test_event_sharing_a_warmup_tid_is_decided_and_bom_is_accepted(tmp_path, monkeypatch):
     work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
     monkeypatch.setattr(replay, "run_flink", _echo_flink)
@@ -374,10 +383,7 @@ class StickyFailingKinesis:
 
 
 def test_redelivered_decisions_are_counted_once(tmp_path, monkeypatch):
-    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
-    monkeypatch.setattr(replay, "run_flink", _echo_flink)
-    events = tmp_path / "events.jsonl"
-    events.write_text("".join(json.dumps(e) + "\n" for e in _events(300)))
+    work, events = _echo_setup(tmp_path, monkeypatch, 300)
     out = tmp_path / "d.jsonl"
 
     def flaky(clients: dict) -> dict:
@@ -394,10 +400,7 @@ def test_redelivered_decisions_are_counted_once(tmp_path, monkeypatch):
 def test_cli_output_folder_watermark_and_endpoint_url_errors(tmp_path, monkeypatch, capsys):
     import argparse
 
-    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
-    monkeypatch.setattr(replay, "run_flink", _echo_flink)
-    events = tmp_path / "events.jsonl"
-    events.write_text("".join(json.dumps(e) + "\n" for e in _events(3)))
+    work, events = _echo_setup(tmp_path, monkeypatch, 3)
     parser = argparse.ArgumentParser()
     replay.add_commands(parser.add_subparsers())
     base = ["replay", "--work-dir", str(work), "--events", str(events)]
@@ -504,10 +507,7 @@ class FailingPutsFor:
 def test_ingest_handler_beside_the_scorer_reports_its_failures_in_the_one_rejects_file(tmp_path, monkeypatch):
     """The ingest handler runs in its own process: its re-deliveries and its failed records reach
     the summary and the rejects file, and the scorer still decides every event."""
-    work = make_work_dir(tmp_path / "work", [(1, D0, 10, 20.0)])
-    monkeypatch.setattr(replay, "run_flink", _echo_flink)
-    events = tmp_path / "events.jsonl"
-    events.write_text("".join(json.dumps(e) + "\n" for e in _events(30)))
+    work, events = _echo_setup(tmp_path, monkeypatch, 30)
     out = tmp_path / "d.jsonl"
 
     def failing(clients: dict) -> dict:
