@@ -58,17 +58,26 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
         response = runtime.invoke_endpoint(EndpointName=spec.ENDPOINT_NAME, ContentType="text/csv", Body=body)
         scores = parse_scores(response["Body"].read().decode())
         assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
-
-        # The quality gate fails the run with a one-line reason, and nothing new is registered.
-        gated = run_cli("local", "--transactions", str(work / "data" / "transactions.parquet"), "--work-dir", str(work),
-                        "--no-stream", "--min-pr-auc", "1.01")  # fmt: skip
-        assert gated.returncode == 1
-        assert gated.stderr.strip().splitlines()[-1].startswith("error: quality gate: test pr_auc")
-        assert sorted(
-            p.name for p in (work / "registry" / spec.MODEL_PACKAGE_GROUP).iterdir() if p.name.isdigit()
-        ) == ["1"]
     finally:
         run_cli("endpoint", "--work-dir", str(work), "--stop")
+
+
+@pytest.mark.slow
+def test_failed_quality_gate_ends_the_run_in_one_line_and_registers_nothing(tmp_path: Path) -> None:
+    """The gate fails the run (exit 1, one line) after evaluation: no version, no endpoint.
+
+    Its own small data set and work dir, outside the `e2e` group, so it runs beside the end-to-end
+    run instead of after it."""
+    work = tmp_path / "run"
+    gated = run_cli("local", "--rows", "120000", "--seed", "3", "--work-dir", str(work), "--no-stream",
+                    "--approve", "--min-pr-auc", "1.01")  # fmt: skip
+    assert gated.returncode == 1, gated.stderr[-3000:]
+    assert gated.stderr.strip().splitlines()[-1].startswith("error: quality gate: test pr_auc")
+    assert "Traceback" not in gated.stderr
+    assert (work / "evaluation" / "evaluation.json").exists()  # the gate ran after evaluation
+    group = work / "registry" / spec.MODEL_PACKAGE_GROUP
+    assert not group.exists() or not [p for p in group.iterdir() if p.name.isdigit()]
+    assert not (work / "endpoint" / "deployed.json").exists()
 
 
 @pytest.mark.xdist_group("e2e")
