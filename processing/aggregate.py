@@ -11,8 +11,8 @@ Feature semantics (docs/design.md; names and rules from features.spec, looped ov
   card x day grid (first day .. day after the last), 0 for cards without history.
 - a training row at ts carries the grid's values for T = floor_day(ts) (broadcast join after the
   windows); ratios via spec.ratio_sql.
-`main` is a short sequence of named steps (read and check, calendar, duplicates, snapshots, features
-and splits, ingestion, summary). Ingestion of the cut-off's snapshot (one record per card, event
+`main` is a short sequence of named steps (one pass for the input statistics and the daily
+partials, calendar, snapshots, features and splits with the repeated-row count, ingestion, summary). Ingestion of the cut-off's snapshot (one record per card, event
 time = T) lives in processing/ingest.py, Hadoop file-system calls in processing/hadoop_fs.py.
 Invalid rows (spec.valid_event_sql: a missing/unparsable field, an out-of-range or non-finite card,
 amount or time; plus, batch-only, a label other than 0/1) are dropped before any window and
@@ -51,6 +51,9 @@ SPLITS = ("train", "validation", "test")
 BROADCAST_GRID_ROWS = 8_000_000
 """Up to this many snapshot rows (cards x training days) the grid is broadcast into the training
 rows (no shuffle of the rows); beyond (e.g. 100x the study's cards) a shuffle join does it."""
+ROW_ORDER = (spec.EVENT_TIME, "tid")
+"""A card's rows in the feature pass: by time, then tid (the lags' order; the RANGE frames need
+the time only, a prefix of it, so one sort serves every window)."""
 BASE_COLUMNS = ("tid", "datetime", spec.EVENT_TIME, spec.CARD_ID, spec.AMOUNT, spec.LABEL)
 
 
@@ -269,9 +272,12 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
     Aggregations: RANGE frames [ts - w, ts], peers included, one sort for all of them.
     Recency (nth = k): the k-th latest *other* transaction at or before ts. With g rows sharing ts,
     k <= g - 1 gives 0; otherwise it is the (k - g + 1)-th latest time strictly before ts, which is
-    `lag(ts, j)` seen from the first row of the tie group and spread to its peers."""
+    `lag(ts, j)` seen from the first row of the tie group and spread to its peers. The lags run
+    over (time, tid) (`ROW_ORDER`; which tied row comes first does not change a value): its sort
+    is the pass's only one, and the RANGE frames' (card, time) order is a prefix of it."""
     ts = F.col(spec.EVENT_TIME)
     by_card = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME)
+    by_row = Window.partitionBy(spec.CARD_ID).orderBy(*ROW_ORDER)
     cols = [
         _SPARK_OPS[a.operation](F.col(a.column)).over(by_card.rangeBetween(-a.seconds, 0)).alias(a.name)
         for a in fs.streaming
@@ -279,9 +285,9 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
     if fs.recency:
         peers = by_card.rangeBetween(0, 0)
         ties = F.count(F.lit(1)).over(peers)  # g, the event included
-        first_of_ties = F.coalesce(F.lag(ts, 1).over(by_card) < ts, F.lit(True))
+        first_of_ties = F.coalesce(F.lag(ts, 1).over(by_row) < ts, F.lit(True))
         before = {  # j-th latest time strictly before ts, for every row of the tie group
-            j: F.max(F.when(first_of_ties, F.lag(ts, j).over(by_card))).over(peers)
+            j: F.max(F.when(first_of_ties, F.lag(ts, j).over(by_row))).over(peers)
             for j in range(1, fs.max_recency_nth + 1)
         }
         for r in fs.recency:
@@ -363,7 +369,11 @@ def snapshot_grid(
 
 
 def training_rows(
-    tx: DataFrame, fs: spec.FeatureSpec = spec.SPEC, grid: DataFrame | None = None, broadcast: bool = True
+    tx: DataFrame,
+    fs: spec.FeatureSpec = spec.SPEC,
+    grid: DataFrame | None = None,
+    broadcast: bool = True,
+    flag_repeats: bool = False,
 ) -> DataFrame:
     """Transactions (with `day`) plus every declared feature of `fs` and its ratios.
 
@@ -371,7 +381,7 @@ def training_rows(
     the row of the snapshot grid (card, T = floor_day(ts)), joined by a broadcast hash join after
     the windows, so the training row carries exactly the numbers serving publishes for that day
     (and no second sort by day). `grid` is `snapshot_grid` covering tx's days (built from tx when
-    not given).
+    not given). `flag_repeats` adds `_repeat` (`repeated_row`), sorted in the same pass.
     """
     if grid is None:
         span = tx.agg(F.min("day").alias("lo"), F.max("day").alias("hi")).first()
@@ -381,7 +391,8 @@ def training_rows(
             )
         else:
             grid = snapshot_grid(tx, int(span["lo"]), int(span["hi"]), fs)
-    rows = tx.select("*", *streaming_columns(fs))
+    repeats = [repeated_row().alias("_repeat")] if flag_repeats else []
+    rows = tx.select("*", *repeats, *streaming_columns(fs))
     snap = grid.select(spec.CARD_ID, "day", *fs.snapshot_features)
     if broadcast:  # the grid is small next to the rows (cards x days); a shuffle join otherwise
         snap = F.broadcast(snap)
@@ -389,20 +400,20 @@ def training_rows(
     return rows.select("*", *(F.expr(spec.ratio_sql(r)).alias(r.name) for r in fs.ratios))
 
 
-def duplicate_tids(tx: DataFrame) -> int:
-    """Rows whose `tid` an earlier row already has (rows - distinct tids), exactly.
+def repeated_row() -> Column:
+    """True on a row whose (card, event time, tid) an earlier row already has: a re-delivery.
 
-    Cheap: a 64-bit hash per row is grouped (8 bytes a row through the shuffle, not the string);
-    only tids whose hash occurs more than once (normally none) are then compared as strings, so
-    a hash collision can never be counted as a duplicate."""
-    h = F.xxhash64("tid").alias("_h")
-    twice = tx.select(h).groupBy("_h").count().where(F.col("count") > 1).select("_h")
-    candidates = [r["_h"] for r in twice.collect()]
-    if not candidates:
-        return 0
-    suspects = tx.where(F.xxhash64("tid").isin(candidates)).groupBy("tid").count()
-    row = suspects.agg(F.sum(F.col("count") - 1).alias("dups")).first()
-    return int(row["dups"] or 0) if row else 0
+    A window by card over (time, tid) puts such repeats next to each other, so one lag finds every
+    one of them, exactly (strings compared, no hash). In the feature pass it shares the one sort of
+    the feature windows: they need (card, time), a prefix of (card, time, tid)."""
+    by = Window.partitionBy(spec.CARD_ID).orderBy(*ROW_ORDER)
+    ts, tid = F.col(spec.EVENT_TIME), F.col("tid")
+    return F.coalesce((F.lag(tid).over(by) == tid) & (F.lag(ts).over(by) == ts), F.lit(False))
+
+
+def repeated_rows(tx: DataFrame) -> int:
+    """How many rows of `tx` (tid, card, event time) repeat an earlier row's (`repeated_row`)."""
+    return tx.select(repeated_row().alias("_repeat")).where("_repeat").count()
 
 
 # --- job ------------------------------------------------------------------------------------------
@@ -500,28 +511,42 @@ def _day_column() -> Column:
     return F.floor(F.col(spec.EVENT_TIME) / DAY).cast("long")
 
 
-def input_stats(tx: DataFrame, source: str) -> InputStats:
-    """Row counts, invalid reasons and the valid rows' day range: one aggregate, no shuffle.
+def valid_rows(tx: DataFrame) -> DataFrame:
+    """The rows every window sees: valid ones (`valid_row`), with their `day` index."""
+    return tx.where(valid_row()).withColumn("day", _day_column())
 
-    Fails (JobInputError, with the reasons) when no row is valid."""
+
+def scan_input(tx: DataFrame, source: str, fs: spec.FeatureSpec) -> tuple[InputStats, DataFrame]:
+    """Input statistics and the cached daily partials (`daily_partials`) from one pass over the input.
+
+    The statistics (row counts, invalid reasons, the valid rows' day range) are observed on the
+    typed input while the partials' aggregation reads it (`DataFrame.observe`: no second scan, no
+    separate query). Fails (JobInputError, with the reasons) when no row is valid."""
     ok = F.coalesce(valid_row(), F.lit(False))
     reasons = invalid_reasons()
-    row = tx.agg(
+    columns = [
         F.count(F.lit(1)).alias("all"),
         F.count(F.when(ok, 1)).alias("rows"),
         F.min(F.when(ok, _day_column())).alias("first"),
         F.max(F.when(ok, _day_column())).alias("last"),
         *(col.alias(f"reason_{i}") for i, col in enumerate(reasons.values())),
-    ).first()
-    assert row is not None  # a global aggregate always has one row
+    ]
+    observed = Observation("input")
+    daily = daily_partials(valid_rows(tx.observe(observed, *columns)), fs).persist()
+    daily.count()  # builds the cache; the observation completes with it
+    row = observed.get
+    if not row:  # no valid row: adaptive execution replaced the empty plan, observation and all
+        first = tx.agg(*columns).first()
+        row = first.asDict() if first else {}
     why = {name: int(row[f"reason_{i}"]) for i, name in enumerate(reasons) if row[f"reason_{i}"]}
     text = ", ".join(f"{k}: {v:,}" for k, v in why.items())
     if not row["rows"]:
+        daily.unpersist()
         raise JobInputError(f"input {source} has no valid transactions" + (f" ({text})" if text else ""))
     stats = InputStats(int(row["all"]), int(row["rows"]), why, int(row["first"]), int(row["last"]))
     if stats.rows_invalid:
         _progress(f"dropping {stats.rows_invalid:,} invalid row(s) of {stats.rows_all:,} ({text})")
-    return stats
+    return stats, daily
 
 
 def plan_calendar(stats: InputStats, args: argparse.Namespace) -> Calendar:
@@ -541,14 +566,12 @@ def plan_calendar(stats: InputStats, args: argparse.Namespace) -> Calendar:
     return Calendar(stats.first_day, stats.last_day, history, validation, test, notice, snapshot_day)
 
 
-def warn_duplicates(tx: DataFrame) -> int:
-    rows = duplicate_tids(tx)
+def warn_repeats(rows: int) -> None:
     if rows:
         _progress(
-            f"warning: {rows:,} row(s) repeat the tid of an earlier row; kept as separate "
+            f"warning: {rows:,} row(s) repeat the tid, card and time of an earlier row; kept as separate "
             "transactions (every window counts them): de-duplicate the input if they are re-deliveries"
         )
-    return rows
 
 
 @dataclass
@@ -570,25 +593,26 @@ def with_cutoff(frame: DataFrame, fs: spec.FeatureSpec) -> DataFrame:
     return frame.select(spec.CARD_ID, cutoff, *fs.snapshot_features)
 
 
-def build_snapshots(tx: DataFrame, days: Calendar, fs: spec.FeatureSpec, out: str) -> Snapshots:
-    """The grid from cached daily partials, written as the snapshot table (plus the cut-off's day
-    when it lies outside the data, e.g. the run day on AWS: the same grid rule over one day)."""
-    daily = daily_partials(tx, fs).persist()
-    grid = snapshot_grid(tx, days.first_day, days.end_day, fs, partials=daily).persist()
+def build_snapshots(daily: DataFrame, days: Calendar, fs: spec.FeatureSpec, out: str) -> Snapshots:
+    """The grid from the cached daily partials, written as the snapshot table (plus the cut-off's
+    day when it lies outside the data, e.g. the run day on AWS: the same grid rule over one day).
+    The cut-off's cards are counted during the write (observed, no counting pass)."""
+    grid = snapshot_grid(daily, days.first_day, days.end_day, fs, partials=daily).persist()
     table, latest = grid, grid.where(F.col("day") == days.snapshot_day)
     if not days.first_day <= days.snapshot_day <= days.end_day:
-        latest = snapshot_grid(tx, days.snapshot_day, days.snapshot_day, fs, partials=daily).persist()
+        latest = snapshot_grid(daily, days.snapshot_day, days.snapshot_day, fs, partials=daily).persist()
         table = table.unionByName(latest)
+    observed = Observation("snapshots")
+    table = table.observe(observed, F.count(F.when(F.col("day") == days.snapshot_day, 1)).alias("cards"))
     with_cutoff(table, fs).write.mode("overwrite").parquet(f"{out}/snapshots")
     daily.unpersist()
-    return Snapshots(grid, latest, latest.count())
+    return Snapshots(grid, latest, int(observed.get["cards"]))
 
 
 def feature_rows(tx: DataFrame, snaps: Snapshots, days: Calendar, fs: spec.FeatureSpec) -> DataFrame:
-    """Training rows of the split days with every feature and a `split` column.
+    """Every valid row with every feature, `split` (null in the warm-up days) and `_repeat`.
 
-    Windows over all rows first (the warm-up days feed them), then the warm-up days are dropped.
-    `datetime` is re-derived after the shuffle: one column less through the sort."""
+    Windows over all rows (the warm-up days feed them); `write_splits` drops the warm-up days."""
     day = F.col("day")
     split = (
         F.when(day >= days.test_start, "test")
@@ -597,19 +621,24 @@ def feature_rows(tx: DataFrame, snaps: Snapshots, days: Calendar, fs: spec.Featu
     )
     grid = snaps.grid.where(day >= days.train_start)
     broadcast = snaps.cards * max(0, days.end_day - days.train_start + 1) <= BROADCAST_GRID_ROWS
-    rows = training_rows(tx.drop("datetime"), fs, grid=grid, broadcast=broadcast)
-    rows = rows.withColumn("split", split).where(F.col("split").isNotNull())
-    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME))
-    return rows.select(*parquet_columns(fs), "split")
+    rows = training_rows(tx.drop("datetime"), fs, grid=grid, broadcast=broadcast, flag_repeats=True)
+    return rows.withColumn("split", split)
 
 
 def write_splits(
     spark: SparkSession, rows: DataFrame, fs: spec.FeatureSpec, out: str, timings: Timings
-) -> dict[str, int]:
+) -> tuple[dict[str, int], int]:
     """features Parquet (`parquet/<split>/`) and the training CSV (`<split>/`: label first, no
-    header), each one partitioned write; row counts per split observed during the first write."""
+    header), each one partitioned write. Observed during the first write: the row counts per split
+    and the repeated rows (`_repeat`, warm-up days included). Returns (rows per split, repeats).
+
+    `datetime` is re-derived after the shuffle: one column less through the sort."""
     observed = Observation("rows_out")
-    rows = rows.observe(observed, *(F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS))
+    counts = [F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS]
+    rows = rows.observe(observed, *counts, F.count(F.when(F.col("_repeat"), 1)).alias("_repeat"))
+    rows = rows.where(F.col("split").isNotNull())
+    rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME))
+    rows = rows.select(*parquet_columns(fs), "split")
     # Not `_`-prefixed: Spark's reader ignores such paths, and the CSV pass reads this one back.
     tmp_parquet, tmp_csv = f"{out}/tmp-features-parquet", f"{out}/tmp-training-csv"
     csv_columns = [spec.LABEL, *fs.model_features]
@@ -617,6 +646,7 @@ def write_splits(
     with _concurrent_writers(spark, len(SPLITS) + 1):  # no sort of 5 M rows by the split column
         rows.write.mode("overwrite").partitionBy("split").parquet(tmp_parquet)
         split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
+        repeats = int(observed.get.get("_repeat") or 0)
         t = timings.record("features_parquet", t)
         _progress(f"features written in {timings.steps['features_parquet']:.1f}s")
         if any(split_rows.values()):  # the model columns of the Parquet just written (columnar read)
@@ -632,7 +662,7 @@ def write_splits(
     hadoop_fs.delete(spark, tmp_csv)
     timings.record("training_csv", t)
     _progress(f"training CSV written in {timings.steps['training_csv']:.1f}s: {json.dumps(split_rows)}")
-    return split_rows
+    return split_rows, repeats
 
 
 @contextmanager
@@ -761,24 +791,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     _progress(f"reading {args.input}")
     tx = read_transactions(spark, args.input, args.input_format)
-    stats = input_stats(tx, args.input)
+    stats, daily = scan_input(tx, args.input, fs)
     days = plan_calendar(stats, args)
-    tx = tx.where(valid_row()).withColumn("day", _day_column())
     t = timings.record("read", t)
-    duplicates = warn_duplicates(tx)
-    t = timings.record("duplicates", t)
-    snaps = build_snapshots(tx, days, fs, out)
+    snaps = build_snapshots(daily, days, fs, out)
     t = timings.record("snapshots", t)
     _progress(f"{stats.rows_in:,} rows, {_day_str(days.first_day)}..{_day_str(days.last_day)}, "
               f"{snaps.cards:,} cards; computing features")  # fmt: skip
 
-    split_rows = write_splits(spark, feature_rows(tx, snaps, days, fs), fs, out, timings)
+    split_rows, repeats = write_splits(spark, feature_rows(valid_rows(tx), snaps, days, fs), fs, out, timings)
+    warn_repeats(repeats)
     t = time.perf_counter()
     ingested = publish(snaps, factory, args, days, fs)
     if factory is not None:
         timings.record("ingest", t)
     snaps.unpersist()
-    result = {"rows_out": split_rows, "rows_duplicate_tid": duplicates, "cards": snaps.cards,
+    result = {"rows_out": split_rows, "rows_duplicate_tid": repeats, "cards": snaps.cards,
               "model_features": fs.model_features, "records_ingested": ingested, "timings_s": timings.total()}  # fmt: skip
     summary = build_summary(args, stats, days, result)
     write_summary(spark, out, summary)

@@ -340,11 +340,17 @@ def test_cli_user_error_is_one_line(tmp_path):
     assert run.stderr.strip() == "aggregate: error: --snapshot-date must be YYYY-MM-DD, got '2020-13-01'"
 
 
-def test_duplicate_tids_counted_exactly(spark, run):
-    """rows - distinct tids, whatever the cards; 0 on the fixture's data (summary key)."""
+def test_repeated_rows_counted_exactly(spark, run):
+    """Rows repeating an earlier row's (tid, card, time): re-deliveries, counted in the feature
+    pass's sort (`repeated_row`), strings compared; 0 on the fixture's data (summary key)."""
     _, summary, _ = run
     assert summary["rows_duplicate_tid"] == 0
-    rows = [("a", 1), ("a", 2), ("a", 1), ("b", 3), ("c", 3), ("c", 3)]
-    df = spark.createDataFrame(rows, "tid string, cc_num long")
-    assert aggregate.duplicate_tids(df) == 3
-    assert aggregate.duplicate_tids(df.where("tid = 'b'")) == 0
+    rows = [
+        ("a", 1, 10.0), ("a", 1, 10.0), ("a", 1, 10.0),  # delivered three times: 2 repeats
+        ("b", 1, 10.0), ("c", 1, 10.0), ("b", 1, 10.0),  # ties at 10.0, b repeated out of order: 1
+        ("a", 2, 10.0), ("a", 1, 11.0),  # the same tid on another card or at another time: not a repeat
+        ("d", 3, 5.0), ("e", 3, 5.0),
+    ]  # fmt: skip
+    df = spark.createDataFrame(rows, f"tid string, {spec.CARD_ID} long, {spec.EVENT_TIME} double")
+    assert aggregate.repeated_rows(df) == 3
+    assert aggregate.repeated_rows(df.where("tid = 'c' or cc_num = 3")) == 0
