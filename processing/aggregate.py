@@ -343,12 +343,11 @@ def snapshot_grid(
     so no join; the dense keys' rows are kept. `partials` (daily_partials of tx), when the caller
     already has them, saves a pass over tx.
     """
-    spark = tx.sparkSession
     daily = daily_partials(tx, fs) if partials is None else partials
     value_columns = [c for c in daily.columns if c not in (spec.CARD_ID, "day")]
-    days = spark.range(first_day, last_cutoff_day + 1).withColumnRenamed("id", "day")
     cards = daily.select(spec.CARD_ID).distinct()
-    keys = cards.crossJoin(F.broadcast(days)).select(
+    days = F.sequence(F.lit(first_day).cast("long"), F.lit(last_cutoff_day).cast("long"))
+    keys = cards.select(spec.CARD_ID, F.explode(days).alias("day")).select(  # no broadcast job
         spec.CARD_ID,
         "day",
         F.lit(True).alias("_key"),
@@ -392,7 +391,8 @@ def training_rows(
         else:
             grid = snapshot_grid(tx, int(span["lo"]), int(span["hi"]), fs)
     repeats = [repeated_row().alias("_repeat")] if flag_repeats else []
-    rows = tx.select("*", *repeats, *streaming_columns(fs))
+    # `day` is re-derived after the windows: one column less through the shuffle and the sort.
+    rows = tx.drop("day").select("*", *repeats, *streaming_columns(fs)).withColumn("day", _day_column())
     snap = grid.select(spec.CARD_ID, "day", *fs.snapshot_features)
     if broadcast:  # the grid is small next to the rows (cards x days); a shuffle join otherwise
         snap = F.broadcast(snap)
