@@ -120,9 +120,31 @@ def validate_event(obj: Any, *, enriched: bool = False) -> dict[str, Any]:
         if not isinstance(beyond, bool):
             raise MalformedRecord(f"{BEYOND_LATENESS} must be a boolean, got {beyond!r}")
         out[BEYOND_LATENESS] = beyond
-        for name in spec.STREAMING_FEATURES:
-            out[name] = _streaming_value(name, obj.get(name))
+        for name, integral, recency in _streaming_kinds():
+            v = obj.get(name)
+            # The common, valid cases inline (a JSON int count, a JSON float feature); anything
+            # else takes `_streaming_value`, which holds the rule and the messages.
+            if integral:
+                out[name] = v if v.__class__ is int and v >= 1 else _streaming_value(name, v)
+            elif v.__class__ is float and (0.0 <= v < math.inf or (recency and v == spec.RECENCY_SENTINEL)):
+                out[name] = v
+            else:
+                out[name] = _streaming_value(name, v)
     return out
+
+
+_KINDS: tuple[Any, Any, tuple[tuple[str, bool, bool], ...]] | None = None
+
+
+def _streaming_kinds() -> tuple[tuple[str, bool, bool], ...]:
+    """(name, Integral?, recency?) per streaming feature, computed once per feature specification
+    (not twice per feature and record: these lookups loop over the declarations)."""
+    global _KINDS
+    fs, names = spec.SPEC, spec.STREAMING_FEATURES
+    if _KINDS is None or _KINDS[0] is not fs or _KINDS[1] is not names:
+        kinds = tuple((n, fs.feature_type(n) == "Integral", fs.kind_of(n) == "recency") for n in names)
+        _KINDS = (fs, names, kinds)
+    return _KINDS[2]
 
 
 def _streaming_value(name: str, v: Any) -> float | int:

@@ -912,3 +912,58 @@ def test_flink_flags_reach_the_decision_and_the_failure_reason():
     flagged = {"tid": None, "cc_num": 0, "raw": '{"tid": "x"}', "reject_reason": "trans_ts too far ahead"}
     with pytest.raises(MalformedRecord, match="rejected by the streaming job: trans_ts too far ahead"):
         validate_event(flagged, enriched=True)
+
+
+# --- the hot paths' shortcuts give what the plain code gives ------------------------------------
+def test_decision_id_is_the_rfc_4122_uuid5_of_the_event_identity():
+    import uuid
+
+    from lambdas.decisions import DECISION_NAMESPACE
+
+    for ev in [
+        enriched("a", 1, 10.0, 1.6e9),
+        enriched('é"\\€ \u2028', 2**63 - 1, 0.0, 0.0),
+        enriched("", 0, 1e9, 4.1e9),
+    ]:
+        key = json.dumps([str(ev["tid"]), int(ev["cc_num"]), float(ev["trans_ts"]), float(ev["amount"])])
+        assert decision_id(ev) == str(uuid.uuid5(DECISION_NAMESPACE, key))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (S.count_name, 1), (S.count_name, 7), (S.count_name, 0), (S.count_name, -3), (S.count_name, True),
+        (S.count_name, 2.0), (S.count_name, None), (S.count_name, "1"),
+        (S.avg_name, 0.0), (S.avg_name, 12.5), (S.avg_name, 3), (S.avg_name, -1.0), (S.avg_name, -0.5),
+        (S.avg_name, float("inf")), (S.avg_name, float("nan")), (S.avg_name, None), (S.avg_name, False),
+        ("secs_since_prev_trans", -1.0), ("secs_since_prev_trans", -1), ("secs_since_prev_trans", -2.0),
+        ("secs_since_prev_trans", 0.25),
+    ],
+)  # fmt: skip
+def test_streaming_features_inline_check_is_the_rule(name, value):
+    """validate_event checks the common cases inline; its result and its message are `_streaming_value`'s."""
+    from lambdas import records
+
+    assert name in spec.STREAMING_FEATURES
+    try:
+        expected: Any = records._streaming_value(name, value)
+    except MalformedRecord as exc:
+        expected = str(exc)
+    ev = enriched("t", 1, 1.0, 1.0) | {name: value}
+    try:
+        got: Any = validate_event(ev, enriched=True)[name]
+    except MalformedRecord as exc:
+        got = str(exc)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_ingest_record_is_the_feature_groups_schema_in_order():
+    ev = validate_event(enriched("t", 4000000000000001, 12.5, 1.6e9 + 0.25, n=3, avg=7.0), enriched=True)
+    fg = spec.STREAMING_FEATURE_GROUP
+    record = ingest.record_of(ev)
+    assert [f["FeatureName"] for f in record] == list(fg.feature_names)
+    values = {f["FeatureName"]: f["ValueAsString"] for f in record}
+    assert values[spec.CARD_ID] == "4000000000000001" and values[fg.event_time] == repr(1.6e9 + 0.25)
+    for name, kind in fg.features:
+        if name not in (spec.CARD_ID, fg.event_time):
+            assert values[name] == (str(int(ev[name])) if kind == "Integral" else repr(float(ev[name])))

@@ -46,11 +46,17 @@ class Config:
 def record_of(ev: Mapping[str, Any]) -> list[dict[str, str]]:
     """The `cc-agg-fg` record of an enriched event, in the feature group's schema order."""
     fg = spec.STREAMING_FEATURE_GROUP
-    values = {spec.CARD_ID: str(ev[spec.CARD_ID]), fg.event_time: repr(float(ev[spec.EVENT_TIME]))}
+    card, event_time = str(ev[spec.CARD_ID]), repr(float(ev[spec.EVENT_TIME]))
+    record = []
     for name, kind in fg.features:
-        if name not in values:
-            values[name] = str(int(ev[name])) if kind == "Integral" else repr(float(ev[name]))
-    return [{"FeatureName": n, "ValueAsString": values[n]} for n in fg.feature_names]
+        if name == spec.CARD_ID:
+            value = card
+        elif name == fg.event_time:
+            value = event_time
+        else:
+            value = str(int(ev[name])) if kind == "Integral" else repr(float(ev[name]))
+        record.append({"FeatureName": name, "ValueAsString": value})
+    return record
 
 
 def process_batch(
