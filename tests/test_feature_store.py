@@ -259,3 +259,31 @@ def test_bulk_writes_commit_together_or_not_at_all(tmp_path):
     assert reader.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="7") == {}
     writer.close()
     reader.close()
+
+
+def test_a_redefined_group_of_the_same_name_gets_its_own_schema(tmp_path):
+    """The per-group schema is cached by the group object: a grown definition under the same name
+    (a new object) is checked against its own features, not the cached ones."""
+    from dataclasses import replace
+
+    grown = replace(
+        STREAMING_FEATURE_GROUP, features=(*STREAMING_FEATURE_GROUP.features, ("extra", "Integral"))
+    )
+    old = LocalFeatureStoreRuntime(tmp_path / "a.db")
+    new = LocalFeatureStoreRuntime(tmp_path / "b.db", {FG: grown})
+    with_extra = [*record(1, 1, 1.0, 1.0), {"FeatureName": "extra", "ValueAsString": "7"}]
+    for _ in range(2):  # the second round reads the cache
+        with pytest.raises(ClientError, match="Unknown feature 'extra'"):
+            old.put_record(FeatureGroupName=FG, Record=with_extra)
+        new.put_record(FeatureGroupName=FG, Record=with_extra)
+        with pytest.raises(ClientError, match="extra='x' is not Integral"):
+            new.put_record(
+                FeatureGroupName=FG,
+                Record=[*record(1, 1, 1.0, 1.0), {"FeatureName": "extra", "ValueAsString": "x"}],
+            )
+    assert (
+        as_dict(new.get_record(FeatureGroupName=FG, RecordIdentifierValueAsString="1")["Record"])["extra"]
+        == "7"
+    )
+    old.close()
+    new.close()
