@@ -523,3 +523,97 @@ def test_ingest_handler_beside_the_scorer_reports_its_failures_in_the_one_reject
     assert {f"t{i}" for i in range(30) if 1 + i % 3 == 2} <= lost
     assert s["rejects"] == len(rejects) and s["ingest_handler_seconds"] > 0
     assert not Path(str(s["rejects_path"]) + ".ingest").exists()  # merged, then removed
+
+
+# --- the routing and the consumer read rows without decoding them; same answers as decoding ------
+def _flink_row(tid: object = "t1", ts: object = 1.5e9, late: object = False, **over: object) -> dict:
+    """A row in the Flink sink's key order (streaming/sql.py)."""
+    row = {"tid": tid, "cc_num": 4000000000000001, "amount": 12.5, "trans_ts": ts, "merchant": None,
+           "zip_code": None, "fraud_label": 0, **lone_event_features(12.5), "late": late,
+           "beyond_lateness": False, "raw": None, "reject_reason": None}  # fmt: skip
+    return row | over
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        json.dumps(_flink_row(), separators=(",", ":")),
+        json.dumps(_flink_row(late=True, beyond_lateness=True), separators=(",", ":")),
+        json.dumps(_flink_row(ts=1589484112), separators=(",", ":")),  # an integer: json gives an int
+        json.dumps(_flink_row(ts=0.0), separators=(",", ":")),
+        json.dumps(_flink_row(tid="warmup-ab12-3"), separators=(",", ":")),
+        json.dumps(
+            _flink_row(tid="naïve €", merchant='x","late":true,"raw":null}'),
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ),
+        '{"tid":"t","cc_num":1,"amount":1.0,"trans_ts":1.589484112E9,"late":false,"beyond_lateness":false,'
+        '"raw":null,"reject_reason":null}',
+        '{"tid":"t","cc_num":1,"amount":1.0,"trans_ts":-1.5e-3,"late":true,"beyond_lateness":false,'
+        '"raw":null,"reject_reason":null}',
+    ],
+)
+def test_flink_row_fields_read_what_json_reads(line):
+    row = json.loads(line)
+    fields = replay.flink_row_fields(line)
+    assert fields == (row["tid"], row["late"] is True, row["trans_ts"])
+    assert type(fields[2]) is type(row["trans_ts"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        json.dumps(_flink_row(tid='a"b\\c'), separators=(",", ":")),  # escapes: decoded instead
+        json.dumps(_flink_row(tid="\u2028x")),  # default separators (spaces): not the sink's form
+        json.dumps(_flink_row(raw='{"tid": 1}', reject_reason="bad"), separators=(",", ":")),
+        json.dumps(_flink_row(ts=None), separators=(",", ":")),
+        json.dumps(_flink_row(ts="1.5e9"), separators=(",", ":")),
+        json.dumps(_flink_row(late=None), separators=(",", ":")),
+        '{"tid":"t","cc_num":1,"amount":1.0,"trans_ts":01.5,"late":false,"beyond_lateness":false,'
+        '"raw":null,"reject_reason":null}',  # not a JSON number
+        '{"tid":"t","cc_num":1,"amount":1.0,"trans_ts":NaN,"late":false,"beyond_lateness":false,'
+        '"raw":null,"reject_reason":null}',
+        "not json",
+        "",
+    ],
+)
+def test_flink_row_fields_leave_every_other_line_to_the_decoder(line):
+    assert replay.flink_row_fields(line) is None
+
+
+def test_route_gives_the_decoded_answer_on_both_paths(tmp_path, monkeypatch):
+    work, events = _echo_setup(tmp_path, monkeypatch, 1)
+    r = replay.Replay(work, events, tmp_path / "d.jsonl", progress=False)
+    r.prepare()
+    r.warmup = {"warmup-x-1"}
+    rows = [
+        _flink_row(), _flink_row(late=True), _flink_row(tid="warmup-x-1"), _flink_row(tid="warmup-x-10"),
+        _flink_row(tid='q"w'), _flink_row(ts=D0 + 3 * DAY + 5), _flink_row(ts=None),
+    ]  # fmt: skip
+    for row in rows:
+        compact, spaced = json.dumps(row, separators=(",", ":")), json.dumps(row)
+        assert replay.flink_row_fields(spaced) is None  # decoded
+        assert r._route(compact, record_rejects=False) == r._route(spaced, record_rejects=False), row
+    assert r._route(json.dumps(_flink_row(tid="warmup-x-1"), separators=(",", ":"))) == (False, None)
+    r.sink.close()
+    r.queue.close()
+
+
+def test_kinesis_sink_reads_the_decision_id_off_the_handlers_text(tmp_path):
+    from lambdas.decisions import decision_id
+
+    ev = {"tid": "a", "cc_num": 1, "trans_ts": 1.0, "amount": 2.0}
+    d = {"decision_id": decision_id(ev), "tid": "a", "score": 0.5}
+    assert replay._decision_id_of(json.dumps(d)) == d["decision_id"]
+    assert replay._decision_id_of(json.dumps({"tid": "a", "decision_id": "x"})) == "x"  # decoded
+    assert replay._decision_id_of(json.dumps({"decision_id": "not a uuid at all, but long enough"})) == (
+        "not a uuid at all, but long enough"
+    )
+    assert replay._decision_id_of(json.dumps({"tid": "a"})) is None
+    assert replay._decision_id_of("not json") is None
+    sink = replay.LocalKinesisSink(tmp_path / "d.jsonl")
+    for _ in range(2):
+        sink.put_records(StreamName="s", Records=[{"Data": json.dumps(d).encode()}, {"Data": b"other"}])
+    sink.close()
+    assert sink.duplicates_dropped == 1
+    assert (tmp_path / "d.jsonl").read_text().splitlines() == [json.dumps(d), "other", "other"]
