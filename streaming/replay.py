@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import multiprocessing
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -245,14 +247,222 @@ def run_flink(
     if parallelism is not None:
         args += ["--parallelism", str(parallelism)]
     try:
-        return launch.run_job(source, sink, log_path, args, timeout=timeout)
+        with _jvm_options():
+            return launch.run_job(source, sink, log_path, args, timeout=timeout)
     except launch.FlinkJobError as exc:
         raise ReplayError(str(exc)) from None
 
 
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+"""For the replay's Flink JVM: C1 only. Most of a replay-sized job is JVM start-up, which C2's
+compilations slow down; the job's output is the same (flags given in JVM_ARGS come later and win)."""
+
+
+@contextlib.contextmanager
+def _jvm_options() -> Iterator[None]:
+    """JVM_ARGS (read by PyFlink when it starts the JVM) with JVM_OPTIONS first, for one launch."""
+    old = os.environ.get("JVM_ARGS")
+    os.environ["JVM_ARGS"] = f"{JVM_OPTIONS} {old}" if old else JVM_OPTIONS
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JVM_ARGS", None)
+        else:
+            os.environ["JVM_ARGS"] = old
+
+
+def start_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> subprocess.Popen:
+    """The Flink job started, not waited for (`FlinkRun` follows it): the handlers read its output
+    while it runs, as the Lambdas read the card-features stream on AWS. Own process group (launch.py)."""
+    if sink.exists():
+        shutil.rmtree(sink)
+    with _jvm_options():
+        return launch.start_job(source, sink, log_path, ["--watermark-seconds", str(watermark_seconds)])
+
+
+class FlinkRun:
+    """The running Flink job: `finished()` polls it (ReplayError if it failed, with the log's tail);
+    `done` is set once it exited 0, for the ingest handler's process; `stop()` kills its group."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
+        self.proc, self.log_path = proc, log_path
+        self.t0 = time.perf_counter()
+        self.seconds: float | None = None
+        self.ended_at: float | None = None
+        self.done = multiprocessing.get_context("fork").Event()
+
+    def finished(self) -> bool:
+        if self.seconds is not None:
+            return True
+        code = self.proc.poll()
+        if code is None:
+            return False
+        self.ended_at = time.perf_counter()
+        self.seconds = self.ended_at - self.t0  # its group's leftovers are killed by `stop()` at the end
+        if code != 0:
+            text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            tail = text.strip().splitlines()[-5:]
+            raise ReplayError(f"Flink job failed (exit {code}, log {self.log_path}): {' | '.join(tail)}")
+        self.done.set()
+        return True
+
+    def stop(self) -> None:
+        launch.stop_job(self.proc)
+
+
+_PART = re.compile(r"(.*)-(\d+)-(\d+)")
+_IN_PROGRESS = re.compile(r"\.(part-[^/]*)-0-(\d+)\.inprogress\.[^/]+")
+
+
+def _part_key(path: Path) -> tuple[str, int, int, str]:
+    """Flink's part files (`PREFIX-SUBTASK-COUNTER`) in the order they were written; others by name."""
+    m = _PART.fullmatch(path.name)
+    return (m.group(1), int(m.group(2)), int(m.group(3)), path.name) if m else (path.name, -1, -1, path.name)
+
+
+def finished_parts(sink: Path) -> list[Path]:
+    """The finished part files (not hidden, not in progress), in write order (counter 10 after 9)."""
+    files = [p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    return sorted(files, key=_part_key)
+
+
+def _text_lines(f: Any) -> Iterator[str]:
+    """The non-blank lines of a text stream, without their newline (launch.output_lines' rule)."""
+    for line in f:
+        if line.strip():
+            yield line.rstrip("\n")
+
+
 def enriched_lines(sink: Path) -> Iterator[str]:
-    """The Flink output lines (finished part files only, in file order)."""
-    return launch.output_lines(sink)
+    """The Flink output lines (finished part files only, in write order)."""
+    for p in finished_parts(sink):
+        with p.open(encoding="utf-8") as f:
+            yield from _text_lines(f)
+
+
+class OutputFollower:
+    """The Flink output lines while the job runs, then the rest once it has finished: exactly the
+    lines `enriched_lines` gives after the job, in the same order.
+
+    While `finished()` is False, whole lines are read from the job's single in-progress part file
+    (one subtask: `.PREFIX-0-N.inprogress.ID`); part N is complete once part N+1 exists (Flink
+    closes a part before it opens the next). Once finished, the finished part files are read in
+    order, each from where the same file (inode) was left. Anything unusual while running (another
+    subtask, a gap in the counters, a carriage return, a part ending mid-line) stops the early reading
+    and leaves the rest to that final pass; the final pass checks that what was read early is the
+    head of the finished output (ReplayError otherwise)."""
+
+    CHUNK = 1 << 18
+
+    def __init__(self, sink: Path, finished: Callable[[], bool], poll_seconds: float = 0.02) -> None:
+        self.sink, self.finished, self.poll_seconds = sink, finished, poll_seconds
+        self.consumed: dict[int, int] = {}  # inode -> bytes of whole lines given out
+        self.order: list[int] = []  # inodes in the order they were read
+        self._file: Any = None
+        self._part: int | None = None
+        self._prefix: str | None = None
+        self._buf = b""
+        self._early = True
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while not self.finished():
+                lines = self._read_available() if self._early else []
+                if lines:
+                    yield from lines
+                else:
+                    time.sleep(self.poll_seconds)
+            yield from self._rest()
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+    def _in_progress(self) -> dict[int, Path] | None:
+        """Counter -> path of the in-progress parts; None when the output is not one subtask's."""
+        parts: dict[int, Path] = {}
+        try:
+            entries = list(os.scandir(self.sink))
+        except FileNotFoundError:
+            return {}
+        for e in entries:
+            if not e.name.startswith("."):
+                continue
+            m = _IN_PROGRESS.fullmatch(e.name)
+            if m is None or (self._prefix is not None and m.group(1) != self._prefix):
+                return None
+            if self._prefix is None:
+                self._prefix = m.group(1)
+            parts[int(m.group(2))] = Path(e.path)
+        return parts
+
+    def _read_available(self) -> list[str]:
+        parts = self._in_progress()
+        if parts is None:
+            self._early = False
+            return []
+        if self._file is None:
+            if not parts:
+                return []
+            if self._part is None:
+                self._part = min(parts)
+            path = parts.get(self._part)
+            if path is None:
+                return []
+            try:
+                self._file = path.open("rb")
+            except FileNotFoundError:  # renamed as the job finishes: the final pass reads it
+                self._early = False
+                return []
+            inode = os.fstat(self._file.fileno()).st_ino
+            self.order.append(inode)
+            self.consumed[inode] = 0
+        chunk = self._file.read(self.CHUNK)
+        if not chunk and self._part is not None and self._part + 1 in parts:
+            chunk = self._file.read()  # closed before the next one opened: this is all of it
+            lines = self._take(chunk)
+            if self._buf or not self._early:
+                self._early = False  # ends mid-line (or a carriage return): the final pass reads it
+                return lines
+            self._file.close()
+            self._file, self._part = None, self._part + 1
+            return lines or self._read_available()
+        return self._take(chunk)
+
+    def _take(self, chunk: bytes) -> list[str]:
+        """The whole lines of buffer + chunk (counted as consumed), keeping a partial last line."""
+        data = self._buf + chunk
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            self._buf = data
+            return []
+        if b"\r" in data[:end]:  # universal newlines: left to the text-mode final pass
+            self._early = False
+            self._buf = b""
+            return []
+        self._buf = data[end:]
+        inode = self.order[-1]
+        self.consumed[inode] += end
+        text = data[:end].decode("utf-8")
+        return [line for line in text.split("\n")[:-1] if line.strip()]
+
+    def _rest(self) -> Iterator[str]:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        files = finished_parts(self.sink)
+        inodes = [p.stat().st_ino for p in files]
+        head = inodes[: len(self.order)]
+        full = all(self.consumed[i] == files[k].stat().st_size for k, i in enumerate(self.order[:-1]))
+        if head != self.order or not full:
+            raise ReplayError(
+                f"the Flink output in {self.sink} is not what was read while the job ran: rerun the replay"
+            )
+        for p, inode in zip(files, inodes, strict=True):
+            with p.open("rb") as raw:
+                raw.seek(self.consumed.get(inode, 0))
+                with io.TextIOWrapper(raw, encoding="utf-8") as f:
+                    yield from _text_lines(f)
 
 
 # The Flink job's rows are JSON objects with the sink schema's keys in order (streaming/sql.py):
@@ -283,6 +493,11 @@ def flink_row_fields(line: str) -> tuple[str, bool, float | int] | None:
     number = head.group(2)
     event_time = float(number) if head.group(3) or head.group(4) else int(number)
     return head.group(1), tail.group(1) == "true", event_time
+
+
+_RUN_FLINK = run_flink
+"""The launcher this module defines: when `run_flink` is still it, the replay starts the job with
+`start_flink` and follows its output instead (same job, same lines, same order)."""
 
 
 def _endpoint(work_dir: Path, endpoint_url: str | None) -> tuple[str, str, Any]:
@@ -443,7 +658,8 @@ class Replay:
         self.warmup: set[str] = set()
         self.n_lines = self.n_valid = 0
         # run_flink_job / score
-        self.flink_s = self.handler_s = self.ingest_s = 0.0
+        self.flink_s = self.handler_s = self.ingest_s = self.after_flink_s = 0.0
+        self.flink: FlinkRun | None = None
         self.url: str | None = None
         self.server: Any = None
         self.latencies: list[float] = []
@@ -457,8 +673,12 @@ class Replay:
     def run(self) -> dict[str, Any]:
         self.prepare()
         self.read_events()
-        self.run_flink_job()
-        self.score()
+        try:
+            self.run_flink_job()
+            self.score()
+        finally:
+            if self.flink is not None:
+                self.flink.stop()
         return self.summarise()
 
     def _progress(self, msg: str) -> None:
@@ -528,13 +748,48 @@ class Replay:
 
     # -- step 2: the Flink job on the valid events
     def run_flink_job(self) -> None:
-        if self.n_valid:
+        """Start the job; the handlers (`score`) read its output as it is written. A replaced
+        `run_flink` (tests and the fault suite stand in for the job with it) runs to the end first."""
+        if not self.n_valid:
+            return
+        log = self.rdir / "flink.log"
+        if run_flink is not _RUN_FLINK:  # module-level names, looked up at call time
             self._progress(f"running the Flink job (watermark {self.watermark_seconds}s)")
-            # the module-level run_flink, looked up at call time (tests and the fault suite replace it)
-            self.flink_s = run_flink(
-                self.flink_in, self.flink_out, self.watermark_seconds, self.rdir / "flink.log"
-            )
+            self.flink_s = run_flink(self.flink_in, self.flink_out, self.watermark_seconds, log)
             self._progress(f"Flink job finished in {self.flink_s:.1f}s")
+            return
+        self._progress(
+            f"starting the Flink job (watermark {self.watermark_seconds}s); the handlers follow its output"
+        )
+        self.flink = FlinkRun(start_flink(self.flink_in, self.flink_out, self.watermark_seconds, log), log)
+
+    def _flink_finished(self) -> bool:
+        """The parent's view of the running job (raises if it failed); tells the ingest process."""
+        assert self.flink is not None
+        if self.flink.seconds is not None:
+            return True
+        if not self.flink.finished():
+            return False
+        self.flink_s = self.flink.seconds or 0.0
+        self._progress(f"Flink job finished in {self.flink_s:.1f}s")
+        return True
+
+    def _enriched(self, *, in_child: bool = False) -> Iterator[str]:
+        """The Flink output lines: followed while the job runs, or read after `run_flink` returned."""
+        if self.flink is None:
+            return enriched_lines(self.flink_out)
+        if not in_child:
+            return iter(OutputFollower(self.flink_out, self._flink_finished))
+        done, parent = self.flink.done, os.getppid()
+
+        def finished() -> bool:
+            if done.is_set():
+                return True
+            if os.getppid() != parent:
+                raise RuntimeError("the replay process is gone")
+            return False
+
+        return iter(OutputFollower(self.flink_out, finished))
 
     # -- step 3: both handlers on Kinesis-shaped batches, local clients
     def score(self) -> None:
@@ -550,13 +805,19 @@ class Replay:
         try:
             if self.n_valid:
                 self._connect()
-                t0 = time.perf_counter()
                 ingest = IngestProcess(self)
-                for line in enriched_lines(self.flink_out):
+                first: float | None = None
+                for line in self._enriched():
+                    if first is None:
+                        first = time.perf_counter()
                     self._feed(line)
                 self._flush()
                 self._merge_ingest(ingest.result())
-                self.handler_s = time.perf_counter() - t0
+                end = time.perf_counter()
+                # from the first enriched record (the handlers start with the Flink job and wait for it)
+                self.handler_s = end - first if first is not None else 0.0
+                ended = self.flink.ended_at if self.flink is not None else None
+                self.after_flink_s = end - ended if ended is not None else self.handler_s
                 self._count_decisions()
         finally:
             if ingest is not None:
@@ -586,12 +847,14 @@ class Replay:
             return {f["itemIdentifier"] for f in r["batchItemFailures"]}
 
         self.seq, self.redelivered, self.lost, batch = 1, 0, 0, []
-        t0 = time.perf_counter()
+        t0: float | None = None
         with (
             (self.rdir / "lambda-ingest.log").open("w", encoding="utf-8") as log,
             contextlib.redirect_stdout(log),
         ):
-            for line in enriched_lines(self.flink_out):
+            for line in self._enriched(in_child=True):
+                if t0 is None:
+                    t0 = time.perf_counter()
                 if self._route(line, record_rejects=False)[0]:
                     batch.append(line)
                 if len(batch) >= self.batch_size:
@@ -601,7 +864,7 @@ class Replay:
         self.queue.close()
         store.close()
         return {
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0 if t0 is not None else 0.0,
             "redelivered": self.redelivered,
             "lost": self.lost,
             "rejects_path": str(self.queue.path),
@@ -765,8 +1028,10 @@ class Replay:
             ],
             "flink_seconds": round(self.flink_s, 3),
             "flink_output_events": self.enriched_count,
-            "handler_seconds": round(handler_s, 3),  # both handlers, side by side
+            # both handlers side by side, from the first enriched record (they follow the running job)
+            "handler_seconds": round(handler_s, 3),
             "ingest_handler_seconds": round(self.ingest_s, 3),
+            "handlers_after_flink_seconds": round(self.after_flink_s, 3),
             "throughput_events_per_s": round(self.n_decisions / handler_s, 1) if handler_s else None,
             "end_to_end_events_per_s": round(self.n_lines / total_s, 1) if total_s else None,
             "scoring_batch_latency_ms": {

@@ -617,3 +617,143 @@ def test_kinesis_sink_reads_the_decision_id_off_the_handlers_text(tmp_path):
     sink.close()
     assert sink.duplicates_dropped == 1
     assert (tmp_path / "d.jsonl").read_text().splitlines() == [json.dumps(d), "other", "other"]
+
+
+# --- the handlers follow the running Flink job's output ----------------------------------------
+FAKE_JOB = """#!{python}
+# Stands in for .venv-flink/bin/python running streaming/job.py: writes the echo output the way
+# Flink's file sink does (in-progress part files, flushed mid-line, rolled once, renamed at the end).
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+from tests.reference import lone_event_features
+args = sys.argv[2:]
+src, sink = args[args.index("--source-path") + 1], args[args.index("--sink-path") + 1]
+os.makedirs(sink, exist_ok=True)
+rows = []
+for line in open(src, encoding="utf-8"):
+    ev = json.loads(line)
+    late = ev["tid"].startswith("late")
+    rows.append(json.dumps({{**ev, **lone_event_features(ev["amount"]), "late": late,
+                             "beyond_lateness": False, "raw": None, "reject_reason": None}},
+                           separators=(",", ":")) + "\\n")
+cut = len(rows) // 2
+parts = ["".join(rows[:cut]), "".join(rows[cut:])]
+time.sleep(0.3)  # start-up: the handlers wait for the first part
+for n, text in enumerate(parts):
+    with open(f"{{sink}}/.part-abc-0-{{n}}.inprogress.x{{n}}", "w", encoding="utf-8") as f:
+        for i in range(0, len(text), 5000):
+            f.write(text[i : i + 5000])
+            f.flush()
+            time.sleep(0.005)
+            if os.environ.get("FAKE_FLINK_FAIL") and i > len(text) // 2:
+                sys.exit(1)
+for n in range(len(parts)):
+    os.rename(f"{{sink}}/.part-abc-0-{{n}}.inprogress.x{{n}}", f"{{sink}}/part-abc-0-{{n}}")
+"""
+
+
+def _three_day_setup(tmp_path: Path, n: int = 3000) -> tuple[Path, Path, Path]:
+    """(work dir, events over three days with a warm-up and late rows, fake Flink python)."""
+    import sys
+
+    work = make_work_dir(
+        tmp_path / "work",
+        [(c, D0 + d * DAY, 1 + c + d, 10.0 * (c + d)) for c in range(1, 6) for d in range(3)],
+    )
+    events = [{"tid": "w", "cc_num": 1, "amount": 5.0, "trans_ts": D0 + 1.0, "warmup": True}]
+    for i in range(n):
+        tid = f"late{i}" if i % 97 == 5 else f"t{i}"
+        events.append(
+            {"tid": tid, "cc_num": 1 + i % 5, "amount": 1.0 + i % 50, "trans_ts": D0 + 60 + i * 80.0}
+        )
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    fake = tmp_path / "fake-flink-python"
+    fake.write_text(FAKE_JOB.format(python=sys.executable))
+    fake.chmod(0o755)
+    return work, path, fake
+
+
+def test_handlers_following_the_running_job_decide_as_after_it(tmp_path, monkeypatch):
+    """The overlapped replay (handlers read the job's in-progress output) writes the same decisions,
+    in the same order, with the same snapshot days, as the replay that waits for the job to end."""
+    import subprocess
+
+    work, events, fake = _three_day_setup(tmp_path)
+    monkeypatch.setenv("FLINK_PYTHON", str(fake))
+    followed = replay.run_replay(work, events, tmp_path / "followed.jsonl", progress=False)
+
+    def job_to_the_end(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> float:
+        subprocess.run([str(fake), "job.py", "--source-path", str(source), "--sink-path", str(sink)],
+                       cwd=ROOT, check=True)  # fmt: skip
+        return 0.0
+
+    monkeypatch.setattr(replay, "run_flink", job_to_the_end)
+    waited = replay.run_replay(work, events, tmp_path / "waited.jsonl", progress=False)
+    assert (tmp_path / "followed.jsonl").read_bytes() == (tmp_path / "waited.jsonl").read_bytes()
+    same = ("events", "decisions", "late", "fraud_flagged", "snapshots_published", "flink_output_events")
+    assert {k: followed[k] for k in same} == {k: waited[k] for k in same}
+    assert followed["decisions"] == 3000 and len(followed["snapshots_published"]) == 3
+    assert followed["flink_seconds"] > 0 and followed["handlers_after_flink_seconds"] >= 0
+    assert followed["handler_seconds"] > followed["handlers_after_flink_seconds"]  # began while it ran
+
+
+def test_a_job_failing_mid_run_fails_the_replay_and_leaves_nothing_running(tmp_path, monkeypatch):
+    import multiprocessing
+
+    work, events, fake = _three_day_setup(tmp_path)
+    monkeypatch.setenv("FLINK_PYTHON", str(fake))
+    monkeypatch.setenv("FAKE_FLINK_FAIL", "1")
+    with pytest.raises(replay.ReplayError, match=r"Flink job failed \(exit 1"):
+        replay.run_replay(work, events, tmp_path / "d.jsonl", progress=False)
+    assert multiprocessing.active_children() == []  # the ingest handler's process is gone too
+    # A rerun starts over and decides every event.
+    monkeypatch.delenv("FAKE_FLINK_FAIL")
+    assert replay.run_replay(work, events, tmp_path / "d.jsonl", progress=False)["decisions"] == 3000
+
+
+def test_output_follower_reads_whole_lines_and_leaves_the_unusual_to_the_final_pass(tmp_path):
+    sink = tmp_path / "out"
+    sink.mkdir()
+    state = {"done": False}
+    follower = replay.OutputFollower(sink, lambda: state["done"])
+    p0, p1 = sink / ".part-u-0-0.inprogress.a", sink / ".part-u-0-1.inprogress.b"
+    assert follower._read_available() == []  # nothing written yet
+    p0.write_bytes(b'{"a":1}\n\n{"b":')
+    assert follower._read_available() == ['{"a":1}']  # the blank line is skipped, the partial kept
+    with p0.open("ab") as f:
+        f.write(b'2}\n{"c":3}\r\n{"d":4}\n')
+    # A carriage return (text mode reads it as a line break): from there on, the final pass reads.
+    assert follower._read_available() == [] and not follower._early
+    p1.write_bytes(b'{"e":5}\n')
+    assert follower._read_available() == []
+    p0.rename(sink / "part-u-0-0")
+    p1.rename(sink / "part-u-0-1")
+    state["done"] = True
+    rest = list(follower._rest())
+    assert ['{"a":1}', *rest] == list(replay.enriched_lines(sink))
+    assert rest == ['{"b":2}', '{"c":3}', '{"d":4}', '{"e":5}']
+
+
+def test_output_follower_moves_to_the_next_part_only_once_it_exists(tmp_path):
+    sink = tmp_path / "out"
+    sink.mkdir()
+    follower = replay.OutputFollower(sink, lambda: False)
+    p0 = sink / ".part-u-0-0.inprogress.a"
+    p0.write_bytes(b"1\n2\n")
+    assert follower._read_available() == ["1", "2"]
+    assert follower._read_available() == []
+    with p0.open("ab") as f:
+        f.write(b"3\n")
+    (sink / ".part-u-0-1.inprogress.b").write_bytes(b"4\n")
+    assert follower._read_available() == ["3"]  # part 0's last line, read once part 1 exists
+    assert follower._read_available() == ["4"]
+    (sink / ".part-v-0-0.inprogress.c").write_bytes(b"x\n")  # another prefix: not followed
+    assert follower._read_available() == [] and not follower._early
+
+
+def test_finished_parts_are_in_write_order_past_ten(tmp_path):
+    for n in (0, 1, 2, 10, 11):
+        (tmp_path / f"part-u-0-{n}").write_text(f"{n}\n")
+    (tmp_path / ".part-u-0-12.inprogress.x").write_text("12\n")
+    assert list(replay.enriched_lines(tmp_path)) == ["0", "1", "2", "10", "11"]
