@@ -843,7 +843,12 @@ class Replay:
         fs, sqs = clients["featurestore"], clients["sqs"]
 
         def invoke(ev: dict[str, Any]) -> set[str]:
-            r = self.ingest.process_batch(ev, featurestore=fs, sqs=sqs, config=self.icfg)
+            # One local-store commit per batch; a batch whose writes SQLite may have rolled back is
+            # redelivered whole (its writes are idempotent under the store's event-time guard).
+            with store.group_commit() as tx:
+                r = self.ingest.process_batch(ev, featurestore=fs, sqs=sqs, config=self.icfg)
+            if not tx["committed"]:
+                return {rec["kinesis"]["sequenceNumber"] for rec in ev["Records"]}
             return {f["itemIdentifier"] for f in r["batchItemFailures"]}
 
         self.seq, self.redelivered, self.lost, batch = 1, 0, 0, []

@@ -757,3 +757,94 @@ def test_finished_parts_are_in_write_order_past_ten(tmp_path):
         (tmp_path / f"part-u-0-{n}").write_text(f"{n}\n")
     (tmp_path / ".part-u-0-12.inprogress.x").write_text("12\n")
     assert list(replay.enriched_lines(tmp_path)) == ["0", "1", "2", "10", "11"]
+
+
+class RollsBackOnce:
+    """A feature store whose transaction SQLite rolls back once, mid-batch (as on a full disk): the
+    write that triggers it still succeeds, on its own."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def put_record(self, **kw):
+        self.calls += 1
+        if self.calls == self.after:
+            conn = self.inner._conn()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return self.inner.put_record(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _streaming_rows(work: Path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(work / "replay" / "online-store.sqlite") as conn:
+        return conn.execute(
+            "SELECT record_id, event_time, record FROM records WHERE feature_group = ? ORDER BY record_id",
+            (spec.STREAMING_FEATURE_GROUP.name,),
+        ).fetchall()
+
+
+def test_ingest_batch_whose_transaction_was_rolled_back_is_redelivered_whole(tmp_path, monkeypatch):
+    """The ingest process commits once per batch; a batch whose transaction SQLite rolled back
+    (writes it had reported done are gone) is redelivered whole: the store ends as without it."""
+    work, events = _echo_setup(tmp_path, monkeypatch, 60)
+    clean = replay.run_replay(work, events, tmp_path / "a.jsonl", progress=False, batch_size=10)
+    expected = _streaming_rows(work)
+    assert len(expected) == 3 and clean["redelivered"] == 0
+
+    def rolling_back(clients: dict) -> dict:
+        return clients | {"featurestore": RollsBackOnce(clients["featurestore"], after=17)}
+
+    s = replay.run_replay(
+        work, events, tmp_path / "b.jsonl", progress=False, batch_size=10, wrap_clients=rolling_back
+    )
+    assert s["redelivered"] == 10 and s["failed_after_redelivery"] == 0  # the last batch, once more
+    assert _streaming_rows(work) == expected
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_group_commit_is_one_transaction_and_says_when_writes_may_be_lost(tmp_path):
+    import sqlite3
+
+    from pipeline.local.feature_store import LocalFeatureStoreRuntime
+
+    store = LocalFeatureStoreRuntime(tmp_path / "s.db")
+    fg = spec.STREAMING_FEATURE_GROUP
+
+    def put(card: int, t: float) -> None:
+        values = {spec.CARD_ID: str(card), fg.event_time: repr(t)} | {
+            n: "1" if k == "Integral" else "1.0"
+            for n, k in fg.features
+            if n not in (spec.CARD_ID, fg.event_time)
+        }
+        store.put_record(
+            FeatureGroupName=fg.name,
+            Record=[{"FeatureName": n, "ValueAsString": values[n]} for n, _ in fg.features],
+        )
+
+    other = sqlite3.connect(tmp_path / "s.db")
+    with store.group_commit() as tx:
+        put(1, 1.0)
+        put(2, 1.0)
+        assert other.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0  # not yet committed
+    assert tx["committed"] and other.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 2
+    with store.group_commit() as tx:
+        put(3, 1.0)
+        store._conn().execute("ROLLBACK")  # what SQLite does on its own after e.g. SQLITE_FULL
+        put(4, 1.0)  # runs alone
+    assert not tx["committed"]
+    assert [r[0] for r in other.execute("SELECT record_id FROM records ORDER BY record_id")] == [
+        "1",
+        "2",
+        "4",
+    ]
+    with pytest.raises(RuntimeError), store.group_commit():
+        put(5, 1.0)
+        raise RuntimeError("boom")
+    assert other.execute("SELECT COUNT(*) FROM records WHERE record_id = '5'").fetchone()[0] == 0
+    other.close()
+    store.close()

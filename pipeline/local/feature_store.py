@@ -330,6 +330,40 @@ class LocalFeatureStoreRuntime:
         with _database("PutRecord"):
             conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def group_commit(self) -> Iterator[dict[str, bool]]:
+        """This thread's writes in the block as one transaction where possible (local-only helper:
+        one commit per Kinesis batch instead of one per PutRecord, ~21 -> ~13 us a write). Each
+        write inside still reports its own success, as it would alone. Yields a state whose
+        "committed" is False when some write the block reported may not be stored: SQLite rolled
+        the transaction back on its own (disk full, I/O error: later writes then ran alone) or the
+        commit failed. The caller then redoes the whole block; writes are idempotent under the
+        event-time guard. If the transaction cannot start, the block runs write by write."""
+        conn = self._conn()
+        state = {"committed": True}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            yield state
+            return
+        try:
+            yield state
+        except BaseException:
+            if conn.in_transaction:
+                with _database("PutRecord"):
+                    conn.execute("ROLLBACK")
+            raise
+        if not conn.in_transaction:
+            state["committed"] = False
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            state["committed"] = False
+            if conn.in_transaction:
+                with _database("PutRecord"):
+                    conn.execute("ROLLBACK")
+
     def count(self, FeatureGroupName: str) -> int:
         """Number of stored records of a group (local-only helper for tests and summaries)."""
         group = self._group(FeatureGroupName, "Count")
