@@ -271,10 +271,13 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
 
     Aggregations: RANGE frames [ts - w, ts], peers included, one sort for all of them.
     Recency (nth = k): the k-th latest *other* transaction at or before ts. With g rows sharing ts,
-    k <= g - 1 gives 0; otherwise it is the (k - g + 1)-th latest time strictly before ts, which is
-    `lag(ts, j)` seen from the first row of the tie group and spread to its peers. The lags run
-    over (time, tid) (`ROW_ORDER`; which tied row comes first does not change a value): its sort
-    is the pass's only one, and the RANGE frames' (card, time) order is a prefix of it."""
+    k <= g - 1 gives 0; otherwise it is the (k - g + 1)-th latest time strictly before ts. Read
+    from row offsets only (no frame over the peers): with b of the row's peers before it and a
+    after it in the row order (each counted up to k by comparing `lag(ts, j)` / `lead(ts, j)` with
+    ts, j <= k), b + a >= k gives 0, else g = b + a + 1 and the wanted time is k - a rows back,
+    `lag(ts, k - a)`. The offsets run over (time, tid) (`ROW_ORDER`; which tied row comes first
+    does not change a value): its sort is the pass's only one, and the RANGE frames' (card, time)
+    order is a prefix of it."""
     ts = F.col(spec.EVENT_TIME)
     by_card = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME)
     by_row = Window.partitionBy(spec.CARD_ID).orderBy(*ROW_ORDER)
@@ -283,18 +286,24 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
         for a in fs.streaming
     ]
     if fs.recency:
-        peers = by_card.rangeBetween(0, 0)
-        ties = F.count(F.lit(1)).over(peers)  # g, the event included
-        first_of_ties = F.coalesce(F.lag(ts, 1).over(by_row) < ts, F.lit(True))
-        before = {  # j-th latest time strictly before ts, for every row of the tie group
-            j: F.max(F.when(first_of_ties, F.lag(ts, j).over(by_row))).over(peers)
-            for j in range(1, fs.max_recency_nth + 1)
-        }
+        offsets = range(1, fs.max_recency_nth + 1)
+        lag = {j: F.lag(ts, j).over(by_row) for j in offsets}
+        lead = {j: F.lead(ts, j).over(by_row) for j in offsets}
+
+        def peers(side: dict[int, Column], k: int) -> Column:
+            """How many of the k rows on that side share ts (they are contiguous: rows sorted by ts)."""
+            return sum(
+                (F.coalesce(side[j] == ts, F.lit(False)).cast("int") for j in range(1, k + 1)), F.lit(0)
+            )
+
+        sentinel = F.lit(spec.RECENCY_SENTINEL)
         for r in fs.recency:
-            sentinel = F.lit(spec.RECENCY_SENTINEL)
-            expr = F.lit(0.0)  # more than nth rows share ts: the nth other is a peer
-            for g in range(1, r.nth + 1):  # g rows share ts: the (nth - g + 1)-th time before ts
-                expr = F.when(ties == g, F.coalesce(ts - before[r.nth - g + 1], sentinel)).otherwise(expr)
+            k = r.nth
+            after = peers(lead, k)
+            expr = F.lit(0.0)  # k or more others share ts: the k-th other is a peer
+            for a in range(k - 1, -1, -1):  # a peers after the row: the wanted time is k - a rows back
+                expr = F.when(after == a, F.coalesce(ts - lag[k - a], sentinel)).otherwise(expr)
+            expr = F.when(peers(lag, k) + after >= k, F.lit(0.0)).otherwise(expr)
             cols.append(expr.cast("double").alias(r.name))
     return cols
 
