@@ -653,7 +653,11 @@ def write_splits(
     csv_columns = [spec.LABEL, *fs.model_features]
     t = time.perf_counter()
     with _concurrent_writers(spark, len(SPLITS) + 1):  # no sort of 5 M rows by the split column
-        rows.write.mode("overwrite").partitionBy("split").parquet(tmp_parquet)
+        # No dictionary pages: most columns are near-unique doubles and strings, where building a
+        # dictionary until it overflows is wasted work (~4 of ~36 CPU-s of this pass, +5 % size).
+        rows.write.mode("overwrite").option("parquet.enable.dictionary", False).partitionBy("split").parquet(
+            tmp_parquet
+        )
         split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
         repeats = int(observed.get.get("_repeat") or 0)
         t = timings.record("features_parquet", t)
