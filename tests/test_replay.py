@@ -848,3 +848,39 @@ def test_group_commit_is_one_transaction_and_says_when_writes_may_be_lost(tmp_pa
     assert other.execute("SELECT COUNT(*) FROM records WHERE record_id = '5'").fetchone()[0] == 0
     other.close()
     store.close()
+
+
+# --- streaming/events.py writes what json.dumps wrote, ranks as groupby did ----------------------
+@pytest.mark.parametrize("labelled", [True, False])
+def test_event_lines_are_json_dumps_of_each_record(labelled):
+    import pandas as pd
+
+    out = pd.DataFrame(
+        {
+            "tid": ["a", 'q"\\', "naïve €\u2028", ""],
+            spec.CARD_ID: np.array([1, 2**62, 0, 7], dtype="int64"),
+            spec.AMOUNT: [1.5, float("nan"), float("inf"), 1e-300],
+            spec.EVENT_TIME: [1589846400.0, -0.0, 1.0e15, float("-inf")],
+        }
+    )
+    if labelled:
+        out[spec.LABEL] = np.array([0, 1, 0, 1], dtype="int64")
+    warm = np.array([True, False, False, True])
+    expected = []
+    for i, w in enumerate(warm):
+        rec = {c: out[c].iloc[i] for c in out.columns}
+        rec = {
+            k: (v if k == "tid" else int(v) if k in (spec.CARD_ID, spec.LABEL) else float(v))
+            for k, v in rec.items()
+        }
+        expected.append(json.dumps(rec | ({"warmup": True} if w else {})) + "\n")
+    assert events_mod._event_lines(out, warm) == expected
+
+
+def test_rank_from_end_is_groupby_cumcount_descending():
+    import pandas as pd
+
+    keys = np.sort(np.random.default_rng(3).integers(0, 50, 2000))
+    expected = pd.Series(keys).groupby(keys).cumcount(ascending=False).to_numpy()
+    assert (events_mod._rank_from_end(keys) == expected).all()
+    assert events_mod._rank_from_end(np.array([5])).tolist() == [0]
