@@ -12,8 +12,9 @@ Feature semantics (docs/design.md; names and rules from features.spec, looped ov
 - a training row at ts carries the grid's values for T = floor_day(ts) (broadcast join after the
   windows); ratios via spec.ratio_sql.
 `main` is a short sequence of named steps (one pass for the input statistics and the daily
-partials, calendar, snapshots, features and splits with the repeated-row count, ingestion, summary). Ingestion of the cut-off's snapshot (one record per card, event
-time = T) lives in processing/ingest.py, Hadoop file-system calls in processing/hadoop_fs.py.
+partials, calendar, snapshots, features and splits with the repeated-row count, ingestion,
+summary). Ingestion of the cut-off's snapshot (one record per card, event time = T) lives in
+processing/ingest.py, Hadoop file-system calls in processing/hadoop_fs.py.
 Invalid rows (spec.valid_event_sql: a missing/unparsable field, an out-of-range or non-finite card,
 amount or time; plus, batch-only, a label other than 0/1) are dropped before any window and
 counted, with the reasons, in the summary (`rows_invalid_dropped`, `rows_invalid_reasons`).
