@@ -12,7 +12,7 @@ Feature semantics (docs/design.md; names and rules from features.spec, looped ov
 - a training row at ts carries the grid's values for T = floor_day(ts) (broadcast join after the
   windows); ratios via spec.ratio_sql.
 `main` is a short sequence of named steps (one pass for the input statistics and the daily
-partials, calendar, snapshots, features and splits with the repeated-row count, ingestion,
+partials, calendar, snapshots, the duplicate-tid count, features and splits, ingestion,
 summary). Ingestion of the cut-off's snapshot (one record per card, event time = T) lives in
 processing/ingest.py, Hadoop file-system calls in processing/hadoop_fs.py.
 Invalid rows (spec.valid_event_sql: a missing/unparsable field, an out-of-range or non-finite card,
@@ -382,7 +382,6 @@ def training_rows(
     fs: spec.FeatureSpec = spec.SPEC,
     grid: DataFrame | None = None,
     broadcast: bool = True,
-    flag_repeats: bool = False,
 ) -> DataFrame:
     """Transactions (with `day`) plus every declared feature of `fs` and its ratios.
 
@@ -390,7 +389,7 @@ def training_rows(
     the row of the snapshot grid (card, T = floor_day(ts)), joined by a broadcast hash join after
     the windows, so the training row carries exactly the numbers serving publishes for that day
     (and no second sort by day). `grid` is `snapshot_grid` covering tx's days (built from tx when
-    not given). `flag_repeats` adds `_repeat` (`repeated_row`), sorted in the same pass.
+    not given).
     """
     if grid is None:
         span = tx.agg(F.min("day").alias("lo"), F.max("day").alias("hi")).first()
@@ -400,9 +399,8 @@ def training_rows(
             )
         else:
             grid = snapshot_grid(tx, int(span["lo"]), int(span["hi"]), fs)
-    repeats = [repeated_row().alias("_repeat")] if flag_repeats else []
     # `day` is re-derived after the windows: one column less through the shuffle and the sort.
-    rows = tx.drop("day").select("*", *repeats, *streaming_columns(fs)).withColumn("day", _day_column())
+    rows = tx.drop("day").select("*", *streaming_columns(fs)).withColumn("day", _day_column())
     snap = grid.select(spec.CARD_ID, "day", *fs.snapshot_features)
     if broadcast:  # the grid is small next to the rows (cards x days); a shuffle join otherwise
         snap = F.broadcast(snap)
@@ -410,20 +408,23 @@ def training_rows(
     return rows.select("*", *(F.expr(spec.ratio_sql(r)).alias(r.name) for r in fs.ratios))
 
 
-def repeated_row() -> Column:
-    """True on a row whose (card, event time, tid) an earlier row already has: a re-delivery.
+def duplicate_tids(tx: DataFrame) -> int:
+    """Rows whose `tid` an earlier row already has (rows - distinct tids, whatever the cards), exactly.
 
-    A window by card over (time, tid) puts such repeats next to each other, so one lag finds every
-    one of them, exactly (strings compared, no hash). In the feature pass it shares the one sort of
-    the feature windows: they need (card, time), a prefix of (card, time, tid)."""
-    by = Window.partitionBy(spec.CARD_ID).orderBy(*ROW_ORDER)
-    ts, tid = F.col(spec.EVENT_TIME), F.col("tid")
-    return F.coalesce((F.lag(tid).over(by) == tid) & (F.lag(ts).over(by) == ts), F.lit(False))
-
-
-def repeated_rows(tx: DataFrame) -> int:
-    """How many rows of `tx` (tid, card, event time) repeat an earlier row's (`repeated_row`)."""
-    return tx.select(repeated_row().alias("_repeat")).where("_repeat").count()
+    Whatever the cards and times: tids of distinct transactions collide in brought data, and a
+    re-delivery is one case of it. Cheap: a 64-bit hash per row is grouped (8 bytes a row through
+    the shuffle, not the string); only tids whose hash occurs more than once (normally none) are
+    then compared as strings, so a hash collision is never counted as a duplicate. Its own pass
+    (~13 CPU-s at 5.4 M rows): a count within the feature pass's card sort would miss a tid shared
+    by two cards."""
+    h = F.xxhash64("tid").alias("_h")
+    twice = tx.select(h).groupBy("_h").count().where(F.col("count") > 1).select("_h")
+    candidates = [r["_h"] for r in twice.collect()]
+    if not candidates:
+        return 0
+    suspects = tx.where(F.xxhash64("tid").isin(candidates)).groupBy("tid").count()
+    row = suspects.agg(F.sum(F.col("count") - 1).alias("dups")).first()
+    return int(row["dups"] or 0) if row else 0
 
 
 # --- job ------------------------------------------------------------------------------------------
@@ -576,12 +577,14 @@ def plan_calendar(stats: InputStats, args: argparse.Namespace) -> Calendar:
     return Calendar(stats.first_day, stats.last_day, history, validation, test, notice, snapshot_day)
 
 
-def warn_repeats(rows: int) -> None:
+def warn_duplicates(tx: DataFrame) -> int:
+    rows = duplicate_tids(tx)
     if rows:
         _progress(
-            f"warning: {rows:,} row(s) repeat the tid, card and time of an earlier row; kept as separate "
+            f"warning: {rows:,} row(s) repeat the tid of an earlier row; kept as separate "
             "transactions (every window counts them): de-duplicate the input if they are re-deliveries"
         )
+    return rows
 
 
 @dataclass
@@ -620,7 +623,7 @@ def build_snapshots(daily: DataFrame, days: Calendar, fs: spec.FeatureSpec, out:
 
 
 def feature_rows(tx: DataFrame, snaps: Snapshots, days: Calendar, fs: spec.FeatureSpec) -> DataFrame:
-    """Every valid row with every feature, `split` (null in the warm-up days) and `_repeat`.
+    """Every valid row with every feature and `split` (null in the warm-up days).
 
     Windows over all rows (the warm-up days feed them); `write_splits` drops the warm-up days."""
     day = F.col("day")
@@ -631,21 +634,21 @@ def feature_rows(tx: DataFrame, snaps: Snapshots, days: Calendar, fs: spec.Featu
     )
     grid = snaps.grid.where(day >= days.train_start)
     broadcast = snaps.cards * max(0, days.end_day - days.train_start + 1) <= BROADCAST_GRID_ROWS
-    rows = training_rows(tx.drop("datetime"), fs, grid=grid, broadcast=broadcast, flag_repeats=True)
+    rows = training_rows(tx.drop("datetime"), fs, grid=grid, broadcast=broadcast)
     return rows.withColumn("split", split)
 
 
 def write_splits(
     spark: SparkSession, rows: DataFrame, fs: spec.FeatureSpec, out: str, timings: Timings
-) -> tuple[dict[str, int], int]:
+) -> dict[str, int]:
     """features Parquet (`parquet/<split>/`) and the training CSV (`<split>/`: label first, no
-    header), each one partitioned write. Observed during the first write: the row counts per split
-    and the repeated rows (`_repeat`, warm-up days included). Returns (rows per split, repeats).
+    header), each one partitioned write. The row counts per split are observed during the first
+    write (no counting pass).
 
     `datetime` is re-derived after the shuffle: one column less through the sort."""
     observed = Observation("rows_out")
     counts = [F.count(F.when(F.col("split") == s, 1)).alias(s) for s in SPLITS]
-    rows = rows.observe(observed, *counts, F.count(F.when(F.col("_repeat"), 1)).alias("_repeat"))
+    rows = rows.observe(observed, *counts)
     rows = rows.where(F.col("split").isNotNull())
     rows = rows.withColumn("datetime", F.timestamp_seconds(spec.EVENT_TIME))
     rows = rows.select(*parquet_columns(fs), "split")
@@ -660,7 +663,6 @@ def write_splits(
             tmp_parquet
         )
         split_rows = {s: int(observed.get.get(s) or 0) for s in SPLITS}
-        repeats = int(observed.get.get("_repeat") or 0)
         t = timings.record("features_parquet", t)
         _progress(f"features written in {timings.steps['features_parquet']:.1f}s")
         if any(split_rows.values()):  # the model columns of the Parquet just written (columnar read)
@@ -676,7 +678,7 @@ def write_splits(
     hadoop_fs.delete(spark, tmp_csv)
     timings.record("training_csv", t)
     _progress(f"training CSV written in {timings.steps['training_csv']:.1f}s: {json.dumps(split_rows)}")
-    return split_rows, repeats
+    return split_rows
 
 
 @contextmanager
@@ -813,14 +815,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _progress(f"{stats.rows_in:,} rows, {_day_str(days.first_day)}..{_day_str(days.last_day)}, "
               f"{snaps.cards:,} cards; computing features")  # fmt: skip
 
-    split_rows, repeats = write_splits(spark, feature_rows(valid_rows(tx), snaps, days, fs), fs, out, timings)
-    warn_repeats(repeats)
+    valid = valid_rows(tx)
+    duplicates = warn_duplicates(valid)
+    t = timings.record("duplicates", t)
+    split_rows = write_splits(spark, feature_rows(valid, snaps, days, fs), fs, out, timings)
     t = time.perf_counter()
     ingested = publish(snaps, factory, args, days, fs)
     if factory is not None:
         timings.record("ingest", t)
     snaps.unpersist()
-    result = {"rows_out": split_rows, "rows_duplicate_tid": repeats, "cards": snaps.cards,
+    result = {"rows_out": split_rows, "rows_duplicate_tid": duplicates, "cards": snaps.cards,
               "model_features": fs.model_features, "records_ingested": ingested, "timings_s": timings.total()}  # fmt: skip
     summary = build_summary(args, stats, days, result)
     write_summary(spark, out, summary)

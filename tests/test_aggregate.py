@@ -274,6 +274,7 @@ def test_ingests_latest_snapshot_into_local_store(run, data):
     _, snaps = reference(data)
     cutoff = (int(data["ts"].max()) // DAY + 1) * DAY
     assert summary["snapshot_cutoff"] == cutoff and summary["records_ingested"] == 6
+    assert summary["rows_duplicate_tid"] == 1
     store = LocalFeatureStoreRuntime(db)
     fg = spec.BATCH_FEATURE_GROUP.name
     assert store.count(fg) == 6
@@ -288,8 +289,10 @@ def test_ingests_latest_snapshot_into_local_store(run, data):
 
 
 def test_explicit_snapshot_date_outside_data_and_parquet_input(spark, data, tmp_path):
-    """Parquet input; a cut-off after the data's grid is computed directly and ingested."""
+    """Parquet input; a cut-off after the data's grid is computed directly and ingested. One tid is
+    given to a second, distinct transaction (another card or time): counted in the summary."""
     src = data[list(spec.TRANSACTION_COLUMNS)].copy()
+    src.loc[src.index[1], "tid"] = src["tid"].iloc[0]
     src["datetime"] = pd.to_datetime(src["datetime"]).dt.tz_localize("UTC")
     src.to_parquet(tmp_path / "tx.parquet")
     last_day = int(data["ts"].max()) // DAY
@@ -304,6 +307,7 @@ def test_explicit_snapshot_date_outside_data_and_parquet_input(spark, data, tmp_
     )  # fmt: skip
     cutoff = snap_day * DAY
     assert summary["snapshot_cutoff"] == cutoff and summary["records_ingested"] == 6
+    assert summary["rows_duplicate_tid"] == 1
     snaps = read_parquet_dir(tmp_path / "out" / "snapshots")
     at = snaps[snaps["cutoff"] == cutoff].set_index("cc_num")
     store = LocalFeatureStoreRuntime(tmp_path / "fs.db")
@@ -340,17 +344,17 @@ def test_cli_user_error_is_one_line(tmp_path):
     assert run.stderr.strip() == "aggregate: error: --snapshot-date must be YYYY-MM-DD, got '2020-13-01'"
 
 
-def test_repeated_rows_counted_exactly(spark, run):
-    """Rows repeating an earlier row's (tid, card, time): re-deliveries, counted in the feature
-    pass's sort (`repeated_row`), strings compared; 0 on the fixture's data (summary key)."""
+def test_duplicate_tids_counted_exactly(spark, run):
+    """rows - distinct tids, whatever the cards and times (re-deliveries and tids of distinct
+    transactions that collide alike), hash collisions never counted; 0 on the fixture's data."""
     _, summary, _ = run
     assert summary["rows_duplicate_tid"] == 0
     rows = [
-        ("a", 1, 10.0), ("a", 1, 10.0), ("a", 1, 10.0),  # delivered three times: 2 repeats
+        ("a", 1, 10.0), ("a", 1, 10.0), ("a", 1, 10.0),  # delivered three times: 2
         ("b", 1, 10.0), ("c", 1, 10.0), ("b", 1, 10.0),  # ties at 10.0, b repeated out of order: 1
-        ("a", 2, 10.0), ("a", 1, 11.0),  # the same tid on another card or at another time: not a repeat
+        ("a", 2, 10.0), ("a", 1, 11.0),  # the same tid on another card, at another time: 2 more
         ("d", 3, 5.0), ("e", 3, 5.0),
     ]  # fmt: skip
     df = spark.createDataFrame(rows, f"tid string, {spec.CARD_ID} long, {spec.EVENT_TIME} double")
-    assert aggregate.repeated_rows(df) == 3
-    assert aggregate.repeated_rows(df.where("tid = 'c' or cc_num = 3")) == 0
+    assert aggregate.duplicate_tids(df) == 5
+    assert aggregate.duplicate_tids(df.where("tid in ('c', 'd', 'e')")) == 0
