@@ -274,7 +274,6 @@ def test_ingests_latest_snapshot_into_local_store(run, data):
     _, snaps = reference(data)
     cutoff = (int(data["ts"].max()) // DAY + 1) * DAY
     assert summary["snapshot_cutoff"] == cutoff and summary["records_ingested"] == 6
-    assert summary["rows_duplicate_tid"] == 1
     store = LocalFeatureStoreRuntime(db)
     fg = spec.BATCH_FEATURE_GROUP.name
     assert store.count(fg) == 6
