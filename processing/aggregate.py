@@ -52,9 +52,6 @@ SPLITS = ("train", "validation", "test")
 BROADCAST_GRID_ROWS = 8_000_000
 """Up to this many snapshot rows (cards x training days) the grid is broadcast into the training
 rows (no shuffle of the rows); beyond (e.g. 100x the study's cards) a shuffle join does it."""
-ROW_ORDER = (spec.EVENT_TIME, "tid")
-"""A card's rows in the feature pass: by time, then tid (the lags' order; the RANGE frames need
-the time only, a prefix of it, so one sort serves every window)."""
 BASE_COLUMNS = ("tid", "datetime", spec.EVENT_TIME, spec.CARD_ID, spec.AMOUNT, spec.LABEL)
 
 
@@ -276,20 +273,19 @@ def streaming_columns(fs: spec.FeatureSpec = spec.SPEC) -> list[Column]:
     from row offsets only (no frame over the peers): with b of the row's peers before it and a
     after it in the row order (each counted up to k by comparing `lag(ts, j)` / `lead(ts, j)` with
     ts, j <= k), b + a >= k gives 0, else g = b + a + 1 and the wanted time is k - a rows back,
-    `lag(ts, k - a)`. The offsets run over (time, tid) (`ROW_ORDER`; which tied row comes first
-    does not change a value): its sort is the pass's only one, and the RANGE frames' (card, time)
-    order is a prefix of it."""
+    `lag(ts, k - a)`. The offsets run over the frames' own (card, time) order, one sort for the
+    whole pass: which tied row comes first does not change a value, and lag and lead read the
+    same sorted rows."""
     ts = F.col(spec.EVENT_TIME)
     by_card = Window.partitionBy(spec.CARD_ID).orderBy(spec.EVENT_TIME)
-    by_row = Window.partitionBy(spec.CARD_ID).orderBy(*ROW_ORDER)
     cols = [
         _SPARK_OPS[a.operation](F.col(a.column)).over(by_card.rangeBetween(-a.seconds, 0)).alias(a.name)
         for a in fs.streaming
     ]
     if fs.recency:
         offsets = range(1, fs.max_recency_nth + 1)
-        lag = {j: F.lag(ts, j).over(by_row) for j in offsets}
-        lead = {j: F.lead(ts, j).over(by_row) for j in offsets}
+        lag = {j: F.lag(ts, j).over(by_card) for j in offsets}
+        lead = {j: F.lead(ts, j).over(by_card) for j in offsets}
 
         def peers(side: dict[int, Column], k: int) -> Column:
             """How many of the k rows on that side share ts (they are contiguous: rows sorted by ts)."""
