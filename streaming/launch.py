@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,13 +45,26 @@ def job_command(source: Path, sink: Path | str, args: Sequence[str] = ()) -> lis
 
 
 def start_job(
-    source: Path, sink: Path | str, log_path: Path, args: Sequence[str] = (), stdout: Any = None
+    source: Path,
+    sink: Path | str,
+    log_path: Path,
+    args: Sequence[str] = (),
+    stdout: Any = None,
+    jvm_options: str = "",
 ) -> subprocess.Popen:
-    """The job in its own session (killed as a group); output to `log_path` unless `stdout` given."""
+    """The job in its own session (killed as a group); output to `log_path` unless `stdout` given.
+
+    `jvm_options` go first in the job's JVM_ARGS (read by PyFlink when it starts the JVM), so flags
+    the caller's own JVM_ARGS give come later and win; our own environment is left as it is."""
+    env = None
+    if jvm_options:
+        old = os.environ.get("JVM_ARGS")
+        env = {**os.environ, "JVM_ARGS": f"{jvm_options} {old}" if old else jvm_options}
     log = log_path.open("w")
     return subprocess.Popen(
         job_command(source, sink, args),
         cwd=REPO_ROOT,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log if stdout is None else stdout,
         stderr=log,
@@ -83,11 +97,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 def run_job(
-    source: Path, sink: Path, log_path: Path, args: Sequence[str] = (), timeout: float | None = None
+    source: Path,
+    sink: Path,
+    log_path: Path,
+    args: Sequence[str] = (),
+    timeout: float | None = None,
+    jvm_options: str = "",
 ) -> float:
     """A bounded run; wall seconds. Raises FlinkJobError with the log tail on failure."""
     t0 = time.perf_counter()
-    proc = start_job(source, sink, log_path, args)
+    proc = start_job(source, sink, log_path, args, jvm_options=jvm_options)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -100,10 +119,24 @@ def run_job(
     return time.perf_counter() - t0
 
 
+_PART = re.compile(r"(.*)-(\d+)-(\d+)")
+
+
+def _part_key(path: Path) -> tuple[str, int, int, str]:
+    """Flink's part files (`PREFIX-SUBTASK-COUNTER`) in the order they were written; others by name."""
+    m = _PART.fullmatch(path.name)
+    return (m.group(1), int(m.group(2)), int(m.group(3)), path.name) if m else (path.name, -1, -1, path.name)
+
+
+def finished_parts(sink: Path) -> list[Path]:
+    """The finished part files (not hidden, not in progress), in write order (counter 10 after 9)."""
+    files = [p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    return sorted(files, key=_part_key)
+
+
 def output_lines(sink: Path) -> Iterator[str]:
-    """The job's output lines (finished part files only, in file order)."""
-    files = sorted(p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    for p in files:
+    """The job's output lines (finished part files only, in write order)."""
+    for p in finished_parts(sink):
         with p.open(encoding="utf-8") as f:
             for line in f:
                 if line.strip():

@@ -247,8 +247,7 @@ def run_flink(
     if parallelism is not None:
         args += ["--parallelism", str(parallelism)]
     try:
-        with _jvm_options():
-            return launch.run_job(source, sink, log_path, args, timeout=timeout)
+        return launch.run_job(source, sink, log_path, args, timeout=timeout, jvm_options=JVM_OPTIONS)
     except launch.FlinkJobError as exc:
         raise ReplayError(str(exc)) from None
 
@@ -258,27 +257,13 @@ JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 compilations slow down; the job's output is the same (flags given in JVM_ARGS come later and win)."""
 
 
-@contextlib.contextmanager
-def _jvm_options() -> Iterator[None]:
-    """JVM_ARGS (read by PyFlink when it starts the JVM) with JVM_OPTIONS first, for one launch."""
-    old = os.environ.get("JVM_ARGS")
-    os.environ["JVM_ARGS"] = f"{JVM_OPTIONS} {old}" if old else JVM_OPTIONS
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("JVM_ARGS", None)
-        else:
-            os.environ["JVM_ARGS"] = old
-
-
 def start_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path) -> subprocess.Popen:
     """The Flink job started, not waited for (`FlinkRun` follows it): the handlers read its output
     while it runs, as the Lambdas read the card-features stream on AWS. Own process group (launch.py)."""
     if sink.exists():
         shutil.rmtree(sink)
-    with _jvm_options():
-        return launch.start_job(source, sink, log_path, ["--watermark-seconds", str(watermark_seconds)])
+    args = ["--watermark-seconds", str(watermark_seconds)]
+    return launch.start_job(source, sink, log_path, args, jvm_options=JVM_OPTIONS)
 
 
 class FlinkRun:
@@ -311,20 +296,7 @@ class FlinkRun:
         launch.stop_job(self.proc)
 
 
-_PART = re.compile(r"(.*)-(\d+)-(\d+)")
 _IN_PROGRESS = re.compile(r"\.(part-[^/]*)-0-(\d+)\.inprogress\.[^/]+")
-
-
-def _part_key(path: Path) -> tuple[str, int, int, str]:
-    """Flink's part files (`PREFIX-SUBTASK-COUNTER`) in the order they were written; others by name."""
-    m = _PART.fullmatch(path.name)
-    return (m.group(1), int(m.group(2)), int(m.group(3)), path.name) if m else (path.name, -1, -1, path.name)
-
-
-def finished_parts(sink: Path) -> list[Path]:
-    """The finished part files (not hidden, not in progress), in write order (counter 10 after 9)."""
-    files = [p for p in sink.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
-    return sorted(files, key=_part_key)
 
 
 def _text_lines(f: Any) -> Iterator[str]:
@@ -336,7 +308,7 @@ def _text_lines(f: Any) -> Iterator[str]:
 
 def enriched_lines(sink: Path) -> Iterator[str]:
     """The Flink output lines (finished part files only, in write order)."""
-    for p in finished_parts(sink):
+    for p in launch.finished_parts(sink):
         with p.open(encoding="utf-8") as f:
             yield from _text_lines(f)
 
@@ -450,7 +422,7 @@ class OutputFollower:
         if self._file is not None:
             self._file.close()
             self._file = None
-        files = finished_parts(self.sink)
+        files = launch.finished_parts(self.sink)
         inodes = [p.stat().st_ino for p in files]
         head = inodes[: len(self.order)]
         full = all(self.consumed[i] == files[k].stat().st_size for k, i in enumerate(self.order[:-1]))

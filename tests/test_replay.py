@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -884,3 +885,17 @@ def test_rank_from_end_is_groupby_cumcount_descending():
     expected = pd.Series(keys).groupby(keys).cumcount(ascending=False).to_numpy()
     assert (events_mod._rank_from_end(keys) == expected).all()
     assert events_mod._rank_from_end(np.array([5])).tolist() == [0]
+
+
+def test_replay_jvm_options_reach_the_job_first_and_leave_our_environment(tmp_path, monkeypatch):
+    """JVM_OPTIONS go first in the job's JVM_ARGS (the caller's flags come later and win); the
+    parent's own environment is not touched."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "$JVM_ARGS"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("FLINK_PYTHON", str(fake))
+    monkeypatch.setenv("JVM_ARGS", "-Xmx1g")
+    log = tmp_path / "flink.log"
+    replay.run_flink(tmp_path / "events.jsonl", tmp_path / "out", 5, log)
+    assert log.read_text().strip() == f"{replay.JVM_OPTIONS} -Xmx1g"
+    assert os.environ["JVM_ARGS"] == "-Xmx1g"
