@@ -326,9 +326,9 @@ def run_local(args: argparse.Namespace) -> RunReport:
 
     def aggregate_and_ingest() -> str:
         from processing import aggregate
-        from processing.spark_session import local_spark_session
+        from processing.spark_session import input_rows_hint, local_spark_session
 
-        local_spark_session("fraud-local")
+        local_spark_session("fraud-local", input_rows=input_rows_hint(state["transactions"]))
         argv = [
             "--input", str(state["transactions"]),
             "--output", str(features_dir),

@@ -496,13 +496,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_spark(local: bool) -> SparkSession:
-    """The caller's session, else a local one (--local) or SageMaker's (getOrCreate), UTC."""
+def start_spark(local: bool, input_path: str | None = None) -> SparkSession:
+    """The caller's session, else a local one (--local, JIT sized to the input) or SageMaker's
+    (getOrCreate), UTC."""
     spark = SparkSession.getActiveSession()
     if spark is None and local:
-        from processing.spark_session import local_spark_session
+        from processing.spark_session import input_rows_hint, local_spark_session
 
-        spark = local_spark_session("aggregate")
+        rows = input_rows_hint(input_path) if input_path else None
+        spark = local_spark_session("aggregate", input_rows=rows)
     elif spark is None:
         spark = SparkSession.builder.appName("cc-fraud-aggregate").getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -798,7 +800,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ship_partition_code()
     out = args.output.rstrip("/")
     timings = Timings()
-    spark = start_spark(args.local)
+    spark = start_spark(args.local, args.input)
     t = timings.record("spark_session", timings.started)
 
     _progress(f"reading {args.input}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -18,11 +19,48 @@ user after the task threads: 35 of ~140 CPU-s for the 5.4 M-row job and 23 of ~4
 22 and 14 with these thresholds, task CPU unchanged (benchmarks/performance_notes.md). C1 only
 (`-XX:TieredStopAtLevel=1`) halves the 120 k-row job's CPU but costs +35 % at 5.4 M rows."""
 
+C1_ONLY = "-XX:TieredStopAtLevel=1"
+C1_ONLY_BELOW_ROWS = 1_000_000
+"""Below this many input rows a local session runs C1 only: the job is mostly Spark's own fixed
+cost (planning, code generation, first calls), which C2's compilations slow down. Measured
+(`processing/aggregate.py --local`, fresh JVM, load 1.4-2.3): 300 k rows 22.5-27.9 s C1 only
+against 27.7-31.3 s tiered; 1 M rows 31.9-32.0 against 31.5-35.8 s, the crossover; the test
+suite's Spark jobs ~30 % faster."""
+
+
+def jit_options(input_rows: int | None) -> str:
+    """C1 only for small inputs, else tiered compilation with C2 kept for the hottest loops."""
+    return C1_ONLY if input_rows is not None and input_rows < C1_ONLY_BELOW_ROWS else JIT_OPTIONS
+
+
+CSV_BYTES_PER_ROW = 80
+"""About one simulated transaction as CSV text (32-hex tid, timestamp, 16-digit card, amount, label)."""
+
+
+def input_rows_hint(path: str | Path) -> int | None:
+    """Rows of a local input for `jit_options`: Parquet's footers (file or directory), CSV's size
+    over CSV_BYTES_PER_ROW; None for anything else (remote or unreadable: the default JIT)."""
+    p = Path(path)
+    try:
+        if p.is_dir() or p.suffix == ".parquet":
+            import pyarrow.dataset as ds
+
+            return ds.dataset(p, format="parquet").count_rows()
+        if p.is_file():
+            return p.stat().st_size // CSV_BYTES_PER_ROW
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return None
+    return None
+
 
 def local_spark_session(
-    app_name: str, cores: int | None = None, shuffle_partitions: int | None = None
+    app_name: str,
+    cores: int | None = None,
+    shuffle_partitions: int | None = None,
+    input_rows: int | None = None,
 ) -> SparkSession:
-    """`local[N]` session, UTC, no UI, driver memory sized for the full 5.4 M-row data set."""
+    """`local[N]` session, UTC, no UI, driver memory sized for the full 5.4 M-row data set; the
+    JIT sized to `input_rows` when the caller knows it (`jit_options`)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault(
@@ -39,7 +77,10 @@ def local_spark_session(
         .config("spark.ui.showConsoleProgress", "false")  # the runner prints its own progress per step
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Throughput GC: a batch job over millions of rows, no latency target (measured ~5-10% faster).
-        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC -XX:+UseParallelGC {JIT_OPTIONS}")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Duser.timezone=UTC -XX:+UseParallelGC {jit_options(input_rows)}",
+        )
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
         .getOrCreate()
     )

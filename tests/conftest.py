@@ -13,6 +13,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
+# Test-sized Flink jobs are nearly all JVM start-up: C1 only, as the replay runs its job
+# (streaming/replay.py JVM_OPTIONS); PyFlink reads JVM_ARGS, and a caller's own value is kept.
+os.environ.setdefault("JVM_ARGS", "-XX:TieredStopAtLevel=1")
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +23,7 @@ def spark():
     """A small local Spark session shared by every Spark test in this worker."""
     from processing.spark_session import local_spark_session
 
-    session = local_spark_session("tests", cores=1, shuffle_partitions=4)
+    session = local_spark_session("tests", cores=1, shuffle_partitions=4, input_rows=0)
     yield session
     session.stop()
 
