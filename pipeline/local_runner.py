@@ -409,11 +409,9 @@ def run_local(args: argparse.Namespace) -> RunReport:
         state["deployment"] = record
         return f"version {approved.version} serving at {record['url']} (pid {record['pid']})"
 
-    def stream_replay() -> str:
-        if "deployment" not in state:
-            return "skipped: no deployed model (pass --approve, or approve a version and run `replay`)"
+    def replay_events() -> Path:
+        """The test window's transactions as Kinesis-shaped events (streaming/events.py)."""
         from streaming.events import transactions_to_events
-        from streaming.replay import ReplayError, run_replay
 
         replay_dir = work_dir / "replay"
         replay_dir.mkdir(parents=True, exist_ok=True)
@@ -423,10 +421,34 @@ def run_local(args: argparse.Namespace) -> RunReport:
             state["transactions"], events, start=test_rows.get("start"), end=test_rows.get("end"),
             max_events=args.replay_events, seed=args.seed,
         )  # fmt: skip
+        return events
+
+    def stream_start() -> str:
+        """Events and the Flink job need the transactions and the test window, not the model: they
+        start here and the job runs while the model trains; `stream-replay` runs the handlers."""
+        from streaming.replay import Replay, ReplayError
+
+        replay = Replay(work_dir, replay_events(), work_dir / "replay" / "decisions.jsonl")
         try:
-            summary = run_replay(
-                work_dir, events, replay_dir / "decisions.jsonl", endpoint_url=state["deployment"]["url"]
-            )
+            replay.start()
+        except ReplayError as exc:
+            raise StepFailed(f"streaming replay: {exc}") from exc
+        state["replay_run"] = replay
+        return (
+            f"{replay.n_lines:,} events; the Flink job runs beside training (log {replay.rdir / 'flink.log'})"
+        )
+
+    def stream_replay() -> str:
+        if "deployment" not in state:
+            return "skipped: no deployed model (pass --approve, or approve a version and run `replay`)"
+        from streaming.replay import Replay, ReplayError
+
+        replay = state.pop("replay_run", None)
+        try:
+            if replay is None:
+                replay = Replay(work_dir, replay_events(), work_dir / "replay" / "decisions.jsonl")
+                replay.start()
+            summary = replay.finish(endpoint_url=state["deployment"]["url"])
         except ReplayError as exc:
             raise StepFailed(f"streaming replay: {exc}") from exc
         state["replay"] = summary
@@ -435,9 +457,10 @@ def run_local(args: argparse.Namespace) -> RunReport:
             f"{summary['late']} late, {summary['fraud_flagged']} flagged"
         )
 
-    steps = [
-        ("data", prepare_data),
-        ("aggregate+ingest", aggregate_and_ingest),
+    steps = [("data", prepare_data), ("aggregate+ingest", aggregate_and_ingest)]
+    if not args.no_stream and args.approve:  # the model will be deployed unless the gate fails
+        steps.append(("stream-start", stream_start))
+    steps += [
         ("train", train),
         ("evaluate", evaluate),
         ("quality-gate", quality_gate),
@@ -446,8 +469,12 @@ def run_local(args: argparse.Namespace) -> RunReport:
     ]
     if not args.no_stream:
         steps.append(("stream-replay", stream_replay))
-    for index, (name, step) in enumerate(steps, start=1):
-        _timed(report, index, len(steps), name, step)
+    try:
+        for index, (name, step) in enumerate(steps, start=1):
+            _timed(report, index, len(steps), name, step)
+    finally:  # a run that fails or is stopped before the replay leaves no Flink job behind
+        if "replay_run" in state:
+            state.pop("replay_run").stop()
 
     report.artifacts = {
         "training data": str(features_dir),

@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -276,6 +277,13 @@ class FlinkRun:
         self.seconds: float | None = None
         self.ended_at: float | None = None
         self.done = multiprocessing.get_context("fork").Event()
+        # The exit time as it happens, also while nobody polls (a pipeline run trains meanwhile).
+        self._exited_at: float | None = None
+        threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
+
+    def _note_exit(self) -> None:
+        self.proc.wait()
+        self._exited_at = time.perf_counter()
 
     def finished(self) -> bool:
         if self.seconds is not None:
@@ -283,7 +291,7 @@ class FlinkRun:
         code = self.proc.poll()
         if code is None:
             return False
-        self.ended_at = time.perf_counter()
+        self.ended_at = self._exited_at or time.perf_counter()
         self.seconds = self.ended_at - self.t0  # its group's leftovers are killed by `stop()` at the end
         if code != 0:
             text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -595,7 +603,8 @@ class Replay:
     """One replay run as named steps: `prepare` (check inputs, clear outputs), `read_events` (input
     validation; valid events go to Flink), `run_flink_job`, `score` (both handlers on Kinesis-shaped
     batches, snapshots published as event time crosses midnight), `summarise`. The counters the
-    steps share are attributes; `run` performs the steps in order."""
+    steps share are attributes; `run` performs the steps in order, `start` and `finish` in two
+    halves with the caller's work between them (a pipeline run trains its model there)."""
 
     def __init__(
         self,
@@ -630,7 +639,8 @@ class Replay:
         self.warmup: set[str] = set()
         self.n_lines = self.n_valid = 0
         # run_flink_job / score
-        self.flink_s = self.handler_s = self.ingest_s = self.after_flink_s = 0.0
+        self.flink_s = self.handler_s = self.ingest_s = self.after_flink_s = self.waited_s = 0.0
+        self.t_started = 0.0
         self.flink: FlinkRun | None = None
         self.url: str | None = None
         self.server: Any = None
@@ -643,15 +653,37 @@ class Replay:
         self.redelivered = self.lost = 0
 
     def run(self) -> dict[str, Any]:
+        self.start()
+        return self.finish()
+
+    def start(self) -> None:
+        """Everything before the handlers: inputs checked, events validated, the Flink job started.
+        None of it needs the model, so a pipeline run can start it while the model trains."""
         self.prepare()
         self.read_events()
         try:
             self.run_flink_job()
+        except BaseException:
+            self.stop()
+            raise
+        self.t_started = time.perf_counter()
+
+    def finish(self, endpoint_url: str | None = None) -> dict[str, Any]:
+        """The handlers on the job's output, then the summary; the job is stopped on any exit. The
+        time between `start` and `finish` (the caller's, e.g. training) is not the replay's."""
+        self.waited_s = time.perf_counter() - self.t_started
+        if endpoint_url is not None:
+            self.endpoint_url = endpoint_url
+        try:
             self.score()
         finally:
-            if self.flink is not None:
-                self.flink.stop()
+            self.stop()
         return self.summarise()
+
+    def stop(self) -> None:
+        """Kill the Flink job's process group if it runs (idempotent)."""
+        if self.flink is not None:
+            self.flink.stop()
 
     def _progress(self, msg: str) -> None:
         _progress(msg, self.progress)
@@ -984,7 +1016,7 @@ class Replay:
 
     # -- step 4: the summary (also written to DIR/replay/summary.json)
     def summarise(self) -> dict[str, Any]:
-        total_s = time.perf_counter() - self.t_start
+        total_s = time.perf_counter() - self.t_start - self.waited_s
         tp, fp, fn, labels, handler_s = self.tp, self.fp, self.fn, self.labels, self.handler_s
         summary: dict[str, Any] = {
             "events": self.n_lines,
@@ -1021,7 +1053,8 @@ class Replay:
             "rejects_path": str(self.rejects_path),
             "endpoint": self.url,
             "watermark_seconds": self.watermark_seconds,
-            "total_seconds": round(total_s, 3),
+            "total_seconds": round(total_s, 3),  # the replay's own: without `waited_seconds`
+            "waited_seconds": round(self.waited_s, 3),  # between start and finish (Flink ran on)
         }
         (self.rdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary

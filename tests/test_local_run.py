@@ -64,12 +64,15 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_failed_quality_gate_ends_the_run_in_one_line_and_registers_nothing(tmp_path: Path) -> None:
-    """The gate fails the run (exit 1, one line) after evaluation: no version, no endpoint.
+    """The gate fails the run (exit 1, one line) after evaluation: no version, no endpoint, and
+    the replay's Flink job, started beside training (`stream-start`), is not left running.
 
     Its own small data set and work dir, outside the `e2e` group, so it runs beside the end-to-end
     run instead of after it."""
+    import psutil
+
     work = tmp_path / "run"
-    gated = run_cli("local", "--rows", "120000", "--seed", "3", "--work-dir", str(work), "--no-stream",
+    gated = run_cli("local", "--rows", "120000", "--seed", "3", "--work-dir", str(work),
                     "--approve", "--min-pr-auc", "1.01")  # fmt: skip
     assert gated.returncode == 1, gated.stderr[-3000:]
     assert gated.stderr.strip().splitlines()[-1].startswith("error: quality gate: test pr_auc")
@@ -78,6 +81,9 @@ def test_failed_quality_gate_ends_the_run_in_one_line_and_registers_nothing(tmp_
     group = work / "registry" / spec.MODEL_PACKAGE_GROUP
     assert not group.exists() or not [p for p in group.iterdir() if p.name.isdigit()]
     assert not (work / "endpoint" / "deployed.json").exists()
+    assert "stream-start done" in gated.stdout and (work / "replay" / "flink.log").exists()
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or ())]
+    assert left == [], [p.info["cmdline"] for p in left]
 
 
 @pytest.mark.xdist_group("e2e")

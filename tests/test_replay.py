@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -697,6 +698,30 @@ def test_handlers_following_the_running_job_decide_as_after_it(tmp_path, monkeyp
     assert followed["decisions"] == 3000 and len(followed["snapshots_published"]) == 3
     assert followed["flink_seconds"] > 0 and followed["handlers_after_flink_seconds"] >= 0
     assert followed["handler_seconds"] > followed["handlers_after_flink_seconds"]  # began while it ran
+
+
+def test_a_replay_started_early_and_finished_later_decides_as_one_run(tmp_path, monkeypatch):
+    """The `local` runner's split (start before training, finish after deploy) writes the same
+    decisions as one run; the wait is reported apart, and Flink's time is the job's own: its exit
+    is noted when it happens, not when the handlers first look."""
+    work, events, fake = _three_day_setup(tmp_path)
+    monkeypatch.setenv("FLINK_PYTHON", str(fake))
+    whole = replay.run_replay(work, events, tmp_path / "whole.jsonl", progress=False)
+    t0 = time.perf_counter()
+    split = replay.Replay(work, events, tmp_path / "split.jsonl", progress=False)
+    split.start()
+    assert split.flink is not None
+    split.flink.proc.wait()
+    time.sleep(1.0)  # the caller's own work (training) after the job ended
+    s = split.finish()
+    wall = time.perf_counter() - t0
+    split.stop()  # idempotent
+    assert (tmp_path / "split.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert s["decisions"] == whole["decisions"] == 3000
+    assert s["snapshots_published"] == whole["snapshots_published"]
+    assert s["waited_seconds"] >= 1.0
+    assert 0 < s["flink_seconds"] < s["waited_seconds"]
+    assert abs(s["total_seconds"] + s["waited_seconds"] - wall) < 0.5
 
 
 def test_a_job_failing_mid_run_fails_the_replay_and_leaves_nothing_running(tmp_path, monkeypatch):
