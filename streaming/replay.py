@@ -821,7 +821,11 @@ class Replay:
                 # from the first enriched record (the handlers start with the Flink job and wait for it)
                 self.handler_s = end - first if first is not None else 0.0
                 ended = self.flink.ended_at if self.flink is not None else None
-                self.after_flink_s = end - ended if ended is not None else self.handler_s
+                # after the job ended, or from the first record if it had ended before (while waiting)
+                if ended is not None and first is not None:
+                    self.after_flink_s = end - max(ended, first)
+                else:
+                    self.after_flink_s = self.handler_s
                 self._count_decisions()
         finally:
             if ingest is not None:

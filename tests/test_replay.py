@@ -721,6 +721,7 @@ def test_a_replay_started_early_and_finished_later_decides_as_one_run(tmp_path, 
     assert s["snapshots_published"] == whole["snapshots_published"]
     assert s["waited_seconds"] >= 1.0
     assert 0 < s["flink_seconds"] < s["waited_seconds"]
+    assert 0 <= s["handlers_after_flink_seconds"] <= s["handler_seconds"]  # the wait is not in it
     assert abs(s["total_seconds"] + s["waited_seconds"] - wall) < 0.5
 
 
