@@ -429,11 +429,11 @@ def run_local(args: argparse.Namespace) -> RunReport:
         from streaming.replay import Replay, ReplayError
 
         replay = Replay(work_dir, replay_events(), work_dir / "replay" / "decisions.jsonl")
+        state["replay_run"] = replay  # before it starts: the run's `finally` stops whatever it started
         try:
             replay.start()
         except ReplayError as exc:
             raise StepFailed(f"streaming replay: {exc}") from exc
-        state["replay_run"] = replay
         return (
             f"{replay.n_lines:,} events; the Flink job runs beside training (log {replay.rdir / 'flink.log'})"
         )

@@ -39,16 +39,16 @@ CSV_BYTES_PER_ROW = 80
 
 def input_rows_hint(path: str | Path) -> int | None:
     """Rows of a local input for `jit_options`: Parquet's footers (file or directory), CSV's size
-    over CSV_BYTES_PER_ROW; None for anything else (remote or unreadable: the default JIT)."""
+    over CSV_BYTES_PER_ROW; None for anything else (remote, compressed or unreadable: the default JIT)."""
     p = Path(path)
     try:
-        if p.is_dir() or p.suffix == ".parquet":
+        if p.is_dir() or p.suffix.lower() == ".parquet":
             import pyarrow.dataset as ds
 
             return ds.dataset(p, format="parquet").count_rows()
-        if p.is_file():
+        if p.is_file() and p.suffix.lower() == ".csv":
             return p.stat().st_size // CSV_BYTES_PER_ROW
-    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+    except (ImportError, OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
         return None
     return None
 

@@ -264,7 +264,10 @@ def start_flink(source: Path, sink: Path, watermark_seconds: int, log_path: Path
     if sink.exists():
         shutil.rmtree(sink)
     args = ["--watermark-seconds", str(watermark_seconds)]
-    return launch.start_job(source, sink, log_path, args, jvm_options=JVM_OPTIONS)
+    try:
+        return launch.start_job(source, sink, log_path, args, jvm_options=JVM_OPTIONS)
+    except launch.FlinkJobError as exc:  # no Flink environment: one line, as for run_flink
+        raise ReplayError(str(exc)) from None
 
 
 class FlinkRun:
@@ -282,7 +285,12 @@ class FlinkRun:
         threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
 
     def _note_exit(self) -> None:
-        self.proc.wait()
+        """Waits without reaping (WNOWAIT): the exited leader keeps its pid, so `stop()`'s signal to
+        the job's process group can never reach a group that reused it; `poll()` reaps it later."""
+        try:
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:  # already reaped by `finished()`'s poll, which noted the time
+            return
         self._exited_at = time.perf_counter()
 
     def finished(self) -> bool:
@@ -654,7 +662,10 @@ class Replay:
 
     def run(self) -> dict[str, Any]:
         self.start()
-        return self.finish()
+        try:
+            return self.finish()
+        finally:
+            self.stop()
 
     def start(self) -> None:
         """Everything before the handlers: inputs checked, events validated, the Flink job started.
@@ -712,6 +723,7 @@ class Replay:
             raise ReplayError(f"cannot write the replay outputs: {_one_line(exc)}") from None
         for suffix in ("", "-wal", "-shm"):
             Path(str(self.db) + suffix).unlink(missing_ok=True)
+        (self.rdir / "summary.json").unlink(missing_ok=True)  # a previous run's, about outputs now gone
         self.t_start = time.perf_counter()
         self.sink = LocalKinesisSink(self.out_path)
         self.queue = LocalFailureQueue(self.rejects_path)
@@ -1019,8 +1031,17 @@ class Replay:
                 self.fn += int((not d["fraud"]) and y == 1)
 
     # -- step 4: the summary (also written to DIR/replay/summary.json)
+    def _idle_wait(self) -> float:
+        """The part of the wait between `start` and `finish` after the Flink job had ended: not the
+        replay's time (while the job ran, it was)."""
+        if self.flink is None:  # no job, or a stand-in that ran to its end inside `start`
+            return self.waited_s
+        if self.flink.ended_at is None:
+            return 0.0
+        return self.waited_s - min(self.waited_s, max(0.0, self.flink.ended_at - self.t_started))
+
     def summarise(self) -> dict[str, Any]:
-        total_s = time.perf_counter() - self.t_start - self.waited_s
+        total_s = time.perf_counter() - self.t_start - self._idle_wait()
         tp, fp, fn, labels, handler_s = self.tp, self.fp, self.fn, self.labels, self.handler_s
         summary: dict[str, Any] = {
             "events": self.n_lines,
@@ -1057,8 +1078,9 @@ class Replay:
             "rejects_path": str(self.rejects_path),
             "endpoint": self.url,
             "watermark_seconds": self.watermark_seconds,
-            "total_seconds": round(total_s, 3),  # the replay's own: without `waited_seconds`
-            "waited_seconds": round(self.waited_s, 3),  # between start and finish (Flink ran on)
+            # the replay's own time, Flink's included, without the wait after the job had ended
+            "total_seconds": round(total_s, 3),
+            "waited_seconds": round(self.waited_s, 3),  # between start and finish
         }
         (self.rdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary

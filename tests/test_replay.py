@@ -722,7 +722,15 @@ def test_a_replay_started_early_and_finished_later_decides_as_one_run(tmp_path, 
     assert s["waited_seconds"] >= 1.0
     assert 0 < s["flink_seconds"] < s["waited_seconds"]
     assert 0 <= s["handlers_after_flink_seconds"] <= s["handler_seconds"]  # the wait is not in it
-    assert abs(s["total_seconds"] + s["waited_seconds"] - wall) < 0.5
+    # the replay's time includes the job's, not the second of waiting after it had ended
+    assert 1.0 <= wall - s["total_seconds"] <= s["waited_seconds"] + 0.2
+
+
+def test_a_missing_flink_environment_is_a_replay_error_before_anything_runs(tmp_path, monkeypatch):
+    work, events, _ = _three_day_setup(tmp_path, n=10)
+    monkeypatch.setenv("FLINK_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(replay.ReplayError, match="PyFlink environment not found"):
+        replay.Replay(work, events, tmp_path / "d.jsonl", progress=False).start()
 
 
 def test_a_job_failing_mid_run_fails_the_replay_and_leaves_nothing_running(tmp_path, monkeypatch):

@@ -27,6 +27,8 @@ def test_row_hint_reads_parquet_footers_and_estimates_csv(tmp_path: Path) -> Non
     csv = tmp_path / "tx.csv"
     csv.write_bytes(b"x" * (ss.CSV_BYTES_PER_ROW * 40 + 3))
     assert ss.input_rows_hint(str(csv)) == 40
+    (tmp_path / "tx.csv.gz").write_bytes(b"x" * 8000)  # compressed: its size says nothing
+    assert ss.input_rows_hint(tmp_path / "tx.csv.gz") is None
 
 
 def test_row_hint_is_none_when_the_input_cannot_be_read(tmp_path: Path) -> None:
