@@ -281,7 +281,7 @@ class FlinkRun:
         self.ended_at: float | None = None
         self.done = multiprocessing.get_context("fork").Event()
         # The exit time as it happens, also while nobody polls (a pipeline run trains meanwhile).
-        self._exited_at: float | None = None
+        self.exited_at: float | None = None
         threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
 
     def _note_exit(self) -> None:
@@ -291,7 +291,7 @@ class FlinkRun:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:  # already reaped by `finished()`'s poll, which noted the time
             return
-        self._exited_at = time.perf_counter()
+        self.exited_at = time.perf_counter()
 
     def finished(self) -> bool:
         if self.seconds is not None:
@@ -299,7 +299,7 @@ class FlinkRun:
         code = self.proc.poll()
         if code is None:
             return False
-        self.ended_at = self._exited_at or time.perf_counter()
+        self.ended_at = self.exited_at or time.perf_counter()
         self.seconds = self.ended_at - self.t0  # its group's leftovers are killed by `stop()` at the end
         if code != 0:
             text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

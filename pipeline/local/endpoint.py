@@ -313,7 +313,10 @@ def deploy(
         process: subprocess.Popen[bytes] | None = None
         switched = False
         try:
-            with log.open("ab") as fh:  # the child keeps its own descriptor
+            # The child keeps its own descriptor. Ctrl-C/SIGTERM are held while it starts and
+            # delivered once `process` names it, so the cleanup below stops it: a signal arriving
+            # between the child's exec and Popen's return would otherwise leave it serving, unowned.
+            with deferred_signals(), log.open("ab") as fh:
                 process = subprocess.Popen(
                     cmd,
                     cwd=REPO_ROOT,
