@@ -281,8 +281,10 @@ class FlinkRun:
         self.ended_at: float | None = None
         self.done = multiprocessing.get_context("fork").Event()
         # The exit time as it happens, also while nobody polls (a pipeline run trains meanwhile).
+        # Python < 3.13 on macOS has no os.waitid: there the exit time is the first poll's.
         self.exited_at: float | None = None
-        threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
+        if hasattr(os, "waitid"):
+            threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
 
     def _note_exit(self) -> None:
         """Waits without reaping (WNOWAIT): the exited leader keeps its pid, so `stop()`'s signal to

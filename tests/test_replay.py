@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -726,6 +727,21 @@ def test_a_replay_started_early_and_finished_later_decides_as_one_run(tmp_path, 
     assert 0 <= s["handlers_after_flink_seconds"] <= s["handler_seconds"]  # the wait is not in it
     # the replay's time includes the job's, not the second of waiting after it had ended
     assert 1.0 <= wall - s["total_seconds"] <= s["waited_seconds"] + 0.2
+
+
+def test_without_os_waitid_a_split_replay_still_decides_every_event(tmp_path, monkeypatch):
+    """Python < 3.13 on macOS has no os.waitid: no exit-noting thread, the poll's time instead."""
+    work, events, fake = _three_day_setup(tmp_path, n=300)
+    monkeypatch.setenv("FLINK_PYTHON", str(fake))
+    monkeypatch.delattr(os, "waitid")
+    failed: list[BaseException | None] = []  # an exception in any thread, e.g. a waiter without waitid
+    monkeypatch.setattr(threading, "excepthook", lambda args: failed.append(args.exc_value))
+    split = replay.Replay(work, events, tmp_path / "d.jsonl", progress=False)
+    split.start()
+    assert split.flink is not None and split.flink.exited_at is None
+    s = split.finish()
+    assert s["decisions"] == 300 and s["flink_seconds"] > 0
+    assert failed == []
 
 
 def test_a_missing_flink_environment_is_a_replay_error_before_anything_runs(tmp_path, monkeypatch):
