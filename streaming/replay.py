@@ -280,6 +280,7 @@ class FlinkRun:
         self.seconds: float | None = None
         self.ended_at: float | None = None
         self.done = multiprocessing.get_context("fork").Event()
+        self.stopped = False
         # The exit time as it happens, also while nobody polls (a pipeline run trains meanwhile).
         # Python < 3.13 on macOS has no os.waitid: there the exit time is the first poll's.
         self.exited_at: float | None = None
@@ -287,8 +288,8 @@ class FlinkRun:
             threading.Thread(target=self._note_exit, name="flink-exit", daemon=True).start()
 
     def _note_exit(self) -> None:
-        """Waits without reaping (WNOWAIT): the exited leader keeps its pid, so `stop()`'s signal to
-        the job's process group can never reach a group that reused it; `poll()` reaps it later."""
+        """Waits without reaping (WNOWAIT): `finished()`'s `poll()` still reaps the job and reads its
+        exit code, and Popen's lock is never held here."""
         try:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:  # already reaped by `finished()`'s poll, which noted the time
@@ -311,7 +312,11 @@ class FlinkRun:
         return True
 
     def stop(self) -> None:
-        launch.stop_job(self.proc)
+        """Kill the job's process group, once: a later signal to the group of a reaped leader could
+        reach a group that has reused its pid by then."""
+        if not self.stopped:
+            self.stopped = True
+            launch.stop_job(self.proc)
 
 
 _IN_PROGRESS = re.compile(r"\.(part-[^/]*)-0-(\d+)\.inprogress\.[^/]+")
@@ -694,7 +699,7 @@ class Replay:
         return self.summarise()
 
     def stop(self) -> None:
-        """Kill the Flink job's process group if it runs (idempotent)."""
+        """Kill the Flink job's process group if it was started (once: `FlinkRun.stop`)."""
         if self.flink is not None:
             self.flink.stop()
 

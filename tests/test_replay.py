@@ -744,6 +744,21 @@ def test_without_os_waitid_a_split_replay_still_decides_every_event(tmp_path, mo
     assert failed == []
 
 
+def test_the_job_is_stopped_once_however_often_stop_is_called(tmp_path, monkeypatch):
+    """Replay.run, finish and the pipeline runner's `finally` may each call stop: one signal round
+    only, never again at a reaped leader's pid."""
+    import subprocess
+
+    stops: list[int] = []
+    monkeypatch.setattr(replay.launch, "stop_job", lambda proc: stops.append(proc.pid))
+    proc = subprocess.Popen(["true"], start_new_session=True)
+    run = replay.FlinkRun(proc, tmp_path / "flink.log")
+    proc.wait()
+    run.stop()
+    run.stop()
+    assert stops == [proc.pid]
+
+
 def test_a_missing_flink_environment_is_a_replay_error_before_anything_runs(tmp_path, monkeypatch):
     work, events, _ = _three_day_setup(tmp_path, n=10)
     monkeypatch.setenv("FLINK_PYTHON", str(tmp_path / "no-such-python"))
