@@ -423,17 +423,23 @@ def run_local(args: argparse.Namespace) -> RunReport:
         )  # fmt: skip
         return events
 
-    def stream_start() -> str:
-        """Events and the Flink job need the transactions and the test window, not the model: they
-        start here and the job runs while the model trains; `stream-replay` runs the handlers."""
+    def start_replay() -> Any:
+        """The replay's first half (events, the Flink job started), recorded before it starts so the
+        run's `finally` stops whatever it started."""
         from streaming.replay import Replay, ReplayError
 
         replay = Replay(work_dir, replay_events(), work_dir / "replay" / "decisions.jsonl")
-        state["replay_run"] = replay  # before it starts: the run's `finally` stops whatever it started
+        state["replay_run"] = replay
         try:
             replay.start()
         except ReplayError as exc:
             raise StepFailed(f"streaming replay: {exc}") from exc
+        return replay
+
+    def stream_start() -> str:
+        """Events and the Flink job need the transactions and the test window, not the model: they
+        start here and the job runs while the model trains; `stream-replay` runs the handlers."""
+        replay = start_replay()
         return (
             f"{replay.n_lines:,} events; the Flink job runs beside training (log {replay.rdir / 'flink.log'})"
         )
@@ -441,13 +447,10 @@ def run_local(args: argparse.Namespace) -> RunReport:
     def stream_replay() -> str:
         if "deployment" not in state:
             return "skipped: no deployed model (pass --approve, or approve a version and run `replay`)"
-        from streaming.replay import Replay, ReplayError
+        from streaming.replay import ReplayError
 
-        replay = state.pop("replay_run", None)
+        replay = state.get("replay_run") or start_replay()
         try:
-            if replay is None:
-                replay = Replay(work_dir, replay_events(), work_dir / "replay" / "decisions.jsonl")
-                replay.start()
             summary = replay.finish(endpoint_url=state["deployment"]["url"])
         except ReplayError as exc:
             raise StepFailed(f"streaming replay: {exc}") from exc
@@ -472,9 +475,9 @@ def run_local(args: argparse.Namespace) -> RunReport:
     try:
         for index, (name, step) in enumerate(steps, start=1):
             _timed(report, index, len(steps), name, step)
-    finally:  # a run that fails or is stopped before the replay leaves no Flink job behind
+    finally:  # a run that fails or is stopped before the replay ends leaves no Flink job behind
         if "replay_run" in state:
-            state.pop("replay_run").stop()
+            state["replay_run"].stop()
 
     report.artifacts = {
         "training data": str(features_dir),
